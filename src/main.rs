@@ -20,27 +20,23 @@ struct Cli {
 enum Command {
     /// Show a model's configuration, parameter count, dtype and memory estimate.
     Info(cmd::info::InfoArgs),
-    /// Generate a continuation of a prompt with KV-cache decoding.
-    Generate(cmd::generate::GenerateArgs),
-    /// Evaluate a model (perplexity).
-    #[command(subcommand)]
-    Eval(cmd::eval::EvalCommand),
-    /// Measure training and inference speed.
-    #[command(subcommand)]
-    Bench(cmd::bench::BenchCommand),
 }
 
 fn main() {
     let cli = Cli::parse();
-    let threads = cli.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
-    if let Err(e) = rayon::ThreadPoolBuilder::new().num_threads(threads).build_global() {
+    let threads = cli.threads.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
+    if let Err(e) = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build_global()
+    {
         eprintln!("warning: could not size the thread pool: {e}");
     }
     let result = match cli.command {
         Command::Info(a) => cmd::info::run(a),
-        Command::Generate(a) => cmd::generate::run(a),
-        Command::Eval(c) => cmd::eval::run(c),
-        Command::Bench(c) => cmd::bench::run(c, threads),
     };
     if let Err(e) = result {
         // One readable message with its chain of causes; never a backtrace for a user mistake.

@@ -53,8 +53,8 @@ pub fn all() -> Vec<Preset> {
             config: llama(32000, 768, 12, 12, 1, 2048, 2048, false),
         },
         Preset {
-            name: "cpu-30m",
-            about: "a CPU-trainable 30M model: 6 layers, dim 512, 8 heads / 2 KV heads, 8K vocab",
+            name: "cpu-25m",
+            about: "a CPU-trainable 25M model: 6 layers, dim 512, 8 heads / 2 KV heads, 8K vocab",
             config: llama(8192, 512, 6, 8, 2, 1408, 512, false),
         },
         Preset {

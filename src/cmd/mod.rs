@@ -1,0 +1,4 @@
+//! One module per subcommand. Each parses nothing itself beyond its clap arguments and calls
+//! into the library crates.
+
+pub mod info;
