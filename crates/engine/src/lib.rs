@@ -1,1 +1,10 @@
+//! The Llama engine: explicit forward and backward passes of every layer (in the manner of
+//! llm.c, no autograd graph), written once against the [`backend::Backend`] trait, with a CPU
+//! backend. Activations live in buffers allocated once per (batch, sequence) shape.
+
 pub mod backend;
+pub mod cpu;
+pub mod real;
+
+pub use backend::{AttnShape, Backend};
+pub use cpu::CpuBackend;

@@ -1,0 +1,261 @@
+//! The CPU backend: `gemm` for matrix products, rayon for everything else, generic over the
+//! element type so the same kernels run in f32 for training and f64 for gradient checks.
+
+pub mod adamw;
+pub mod attention;
+pub mod embedding;
+pub mod gemm;
+#[cfg(test)]
+pub mod gradcheck;
+pub mod head_loss;
+pub mod rmsnorm;
+pub mod rope;
+pub mod scratch;
+pub mod simd;
+pub mod swiglu;
+
+use crate::backend::{AttnShape, Backend};
+use crate::real::Real;
+use gemm::View;
+use rayon::prelude::*;
+use scratch::ScratchPool;
+
+pub struct CpuBackend<T: Real = f32> {
+    pool: ScratchPool<T>,
+}
+
+impl<T: Real> CpuBackend<T> {
+    pub fn new() -> Self {
+        CpuBackend {
+            pool: ScratchPool::new(),
+        }
+    }
+}
+
+impl<T: Real> Default for CpuBackend<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+const REDUCE_BLOCK: usize = 8192;
+
+impl<T: Real> Backend for CpuBackend<T> {
+    type Buf = Vec<T>;
+    type Ids = Vec<i32>;
+
+    fn name(&self) -> String {
+        let isa = ["baseline x86-64", "AVX2+FMA", "AVX-512"][simd::level() as usize];
+        format!(
+            "cpu ({} threads, {isa}, {})",
+            rayon::current_num_threads(),
+            std::any::type_name::<T>()
+        )
+    }
+    fn zeros(&self, n: usize) -> Vec<T> {
+        vec![T::ZERO; n]
+    }
+    fn upload(&self, data: &[f32]) -> Vec<T> {
+        data.iter().map(|&x| T::from_f32(x)).collect()
+    }
+    fn download(&self, buf: &Vec<T>) -> Vec<f32> {
+        buf.iter().map(|x| x.to_f32()).collect()
+    }
+    fn write(&self, buf: &mut Vec<T>, offset: usize, data: &[f32]) {
+        for (d, s) in buf[offset..offset + data.len()].iter_mut().zip(data) {
+            *d = T::from_f32(*s);
+        }
+    }
+    fn len(&self, buf: &Vec<T>) -> usize {
+        buf.len()
+    }
+    fn upload_ids(&self, ids: &[i32]) -> Vec<i32> {
+        ids.to_vec()
+    }
+    fn write_ids(&self, dst: &mut Vec<i32>, ids: &[i32]) {
+        dst.clear();
+        dst.extend_from_slice(ids);
+    }
+    fn fill(&self, buf: &mut Vec<T>, value: f32) {
+        let v = T::from_f32(value);
+        buf.par_chunks_mut(REDUCE_BLOCK).for_each(|c| c.fill(v));
+    }
+    fn copy(&self, dst: &mut Vec<T>, dst_off: usize, src: &Vec<T>, src_off: usize, n: usize) {
+        dst[dst_off..dst_off + n].copy_from_slice(&src[src_off..src_off + n]);
+    }
+    fn add_assign(&self, dst: &mut Vec<T>, src: &Vec<T>) {
+        dst.par_chunks_mut(REDUCE_BLOCK)
+            .zip(src.par_chunks(REDUCE_BLOCK))
+            .for_each(|(d, s)| {
+                for i in 0..d.len() {
+                    d[i] += s[i];
+                }
+            });
+    }
+    fn scale(&self, buf: &mut Vec<T>, s: f32) {
+        let s = T::from_f32(s);
+        buf.par_chunks_mut(REDUCE_BLOCK)
+            .for_each(|c| c.iter_mut().for_each(|x| *x *= s));
+    }
+    fn sum_squares(&self, buf: &Vec<T>) -> f64 {
+        // Fixed blocks, partial sums collected in order: the same bits for any thread count.
+        let parts: Vec<f64> = buf
+            .par_chunks(REDUCE_BLOCK)
+            .map(|c| {
+                let mut acc = [0f64; 4];
+                for (i, x) in c.iter().enumerate() {
+                    let v = x.to_f64();
+                    acc[i & 3] += v * v;
+                }
+                acc.iter().sum()
+            })
+            .collect();
+        parts.iter().sum()
+    }
+    fn all_finite(&self, buf: &Vec<T>) -> bool {
+        buf.par_chunks(REDUCE_BLOCK)
+            .all(|c| c.iter().all(|x| x.is_finite()))
+    }
+    fn matmul(
+        &self,
+        c: &mut Vec<T>,
+        a: &Vec<T>,
+        trans_a: bool,
+        b: &Vec<T>,
+        trans_b: bool,
+        m: usize,
+        n: usize,
+        k: usize,
+        accumulate: bool,
+    ) {
+        let av = if trans_a {
+            View::transposed(a, m)
+        } else {
+            View::row_major(a, k)
+        };
+        let bv = if trans_b {
+            View::transposed(b, k)
+        } else {
+            View::row_major(b, n)
+        };
+        gemm::gemm(m, n, k, c, 0, n, av, bv, T::ONE, accumulate, true);
+    }
+    fn embedding_fwd(&self, out: &mut Vec<T>, table: &Vec<T>, ids: &Vec<i32>, dim: usize) {
+        embedding::forward(out, table, ids, dim)
+    }
+    fn embedding_bwd(&self, dtable: &mut Vec<T>, dout: &Vec<T>, ids: &Vec<i32>, dim: usize) {
+        embedding::backward(dtable, dout, ids, dim)
+    }
+    fn rmsnorm_fwd(
+        &self,
+        out: &mut Vec<T>,
+        rstd: &mut Vec<T>,
+        x: &Vec<T>,
+        w: &Vec<T>,
+        dim: usize,
+        eps: f32,
+    ) {
+        rmsnorm::forward(out, rstd, x, w, dim, eps as f64)
+    }
+    fn rmsnorm_bwd(
+        &self,
+        dx: &mut Vec<T>,
+        dw: &mut Vec<T>,
+        dout: &Vec<T>,
+        x: &Vec<T>,
+        w: &Vec<T>,
+        rstd: &Vec<T>,
+        dim: usize,
+    ) {
+        rmsnorm::backward(dx, dw, dout, x, w, rstd, dim)
+    }
+    fn rope(
+        &self,
+        x: &mut Vec<T>,
+        table: &Vec<T>,
+        n_heads: usize,
+        head_dim: usize,
+        seq_len: usize,
+        pos0: usize,
+        inverse: bool,
+    ) {
+        rope::apply(x, table, n_heads, head_dim, seq_len, pos0, inverse)
+    }
+    fn attention_fwd(
+        &self,
+        out: &mut Vec<T>,
+        lse: &mut Vec<T>,
+        q: &Vec<T>,
+        k: &Vec<T>,
+        v: &Vec<T>,
+        s: AttnShape,
+    ) {
+        attention::forward(out, lse, q, k, v, s, &self.pool)
+    }
+    fn attention_bwd(
+        &self,
+        dq: &mut Vec<T>,
+        dk: &mut Vec<T>,
+        dv: &mut Vec<T>,
+        dout: &Vec<T>,
+        out: &Vec<T>,
+        lse: &Vec<T>,
+        q: &Vec<T>,
+        k: &Vec<T>,
+        v: &Vec<T>,
+        s: AttnShape,
+    ) {
+        attention::backward(dq, dk, dv, dout, out, lse, q, k, v, s, &self.pool)
+    }
+    fn swiglu_fwd(&self, h: &mut Vec<T>, g: &Vec<T>, u: &Vec<T>) {
+        swiglu::forward(h, g, u)
+    }
+    fn swiglu_bwd(&self, dg: &mut Vec<T>, du: &mut Vec<T>, dh: &Vec<T>, g: &Vec<T>, u: &Vec<T>) {
+        swiglu::backward(dg, du, dh, g, u)
+    }
+    fn lm_head_loss(
+        &self,
+        losses: &mut Vec<T>,
+        x: &Vec<T>,
+        w: &Vec<T>,
+        targets: &Vec<i32>,
+        vocab: usize,
+        dim: usize,
+        scratch: &mut Vec<T>,
+        grad: Option<(&mut Vec<T>, &mut Vec<T>, f32)>,
+    ) {
+        let grad = grad.map(|(dx, dw, s)| (dx.as_mut_slice(), dw.as_mut_slice(), T::from_f32(s)));
+        head_loss::forward_backward(losses, x, w, targets, vocab, dim, scratch, grad)
+    }
+    fn head_chunk_rows(&self, vocab: usize) -> usize {
+        head_loss::chunk_rows(vocab)
+    }
+    fn adamw(
+        &self,
+        p: &mut Vec<T>,
+        g: &Vec<T>,
+        m: &mut Vec<T>,
+        v: &mut Vec<T>,
+        lr: f32,
+        beta1: f32,
+        beta2: f32,
+        eps: f32,
+        weight_decay: f32,
+        step: u64,
+        grad_scale: f32,
+    ) {
+        adamw::step(
+            p,
+            g,
+            m,
+            v,
+            lr as f64,
+            beta1 as f64,
+            beta2 as f64,
+            eps as f64,
+            weight_decay as f64,
+            step,
+            grad_scale as f64,
+        )
+    }
+}

@@ -1,0 +1,119 @@
+//! Hot elementwise loops compiled several times for different instruction sets and chosen at
+//! run time, so one binary uses AVX-512 where the CPU has it and still runs on older x86-64.
+//! The bodies are plain loops written so LLVM vectorises them (no data-dependent branches,
+//! independent accumulators for reductions).
+
+/// Defines `pub fn $name` that dispatches to an AVX-512, an AVX2+FMA or a baseline build of
+/// the same body.
+macro_rules! multiversion {
+    ($(#[$m:meta])* pub fn $name:ident($($arg:ident : $ty:ty),*) $(-> $ret:ty)? $body:block) => {
+        $(#[$m])*
+        pub fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[inline(always)]
+            fn body($($arg: $ty),*) $(-> $ret)? $body
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma,bmi2")]
+                unsafe fn v4($($arg: $ty),*) $(-> $ret)? { body($($arg),*) }
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn v3($($arg: $ty),*) $(-> $ret)? { body($($arg),*) }
+                match $crate::cpu::simd::level() {
+                    // SAFETY: the CPU was checked for these features.
+                    2 => return unsafe { v4($($arg),*) },
+                    1 => return unsafe { v3($($arg),*) },
+                    _ => {}
+                }
+            }
+            body($($arg),*)
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use multiversion;
+
+/// 2 = AVX-512, 1 = AVX2+FMA, 0 = baseline; detected once.
+pub fn level() -> u8 {
+    use std::sync::OnceLock;
+    static L: OnceLock<u8> = OnceLock::new();
+    *L.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::is_x86_feature_detected!("avx512f")
+                && std::is_x86_feature_detected!("avx512vl")
+                && std::is_x86_feature_detected!("avx512bw")
+                && std::is_x86_feature_detected!("avx512dq")
+                && std::is_x86_feature_detected!("fma")
+                && std::is_x86_feature_detected!("bmi2")
+            {
+                return 2;
+            }
+            if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+                return 1;
+            }
+        }
+        0
+    })
+}
+
+/// exp(x) for f32 without branches: x = n·ln2 + r with |r| ≤ ln2/2, exp(r) by a degree-6
+/// polynomial, 2^n by building the exponent bits. Inputs below -87 flush to 0, which is what a
+/// softmax wants.
+#[inline(always)]
+pub fn exp_f32(x: f32) -> f32 {
+    let x = x.clamp(-87.3, 88.7);
+    let n = (x * std::f32::consts::LOG2_E).round();
+    // Two-constant Cody–Waite reduction keeps r accurate.
+    let r = x - n * 0.693_359_4 + n * 2.121_944_4e-4;
+    let p = 1.0
+        + r * (1.0
+            + r * (0.5
+                + r * (0.166_666_67
+                    + r * (0.041_666_52 + r * (0.008_333_541 + r * 0.001_394_988_6)))));
+    let bits = ((n as i32 + 127) as u32) << 23;
+    p * f32::from_bits(bits)
+}
+
+multiversion! {
+    /// `x[i] = exp(x[i] - shift)`; returns the sum (eight-lane partial sums, fixed order).
+    pub fn exp_shifted_sum(x: &mut [f32], shift: f32) -> f32 {
+        let mut acc = [0f32; 16];
+        let mut chunks = x.chunks_exact_mut(16);
+        for c in &mut chunks {
+            for i in 0..16 {
+                c[i] = exp_f32(c[i] - shift);
+                acc[i] += c[i];
+            }
+        }
+        let mut s = 0.0;
+        for v in chunks.into_remainder() {
+            *v = exp_f32(*v - shift);
+            s += *v;
+        }
+        acc.iter().sum::<f32>() + s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[test]
+    fn fast_exp_is_accurate() {
+        let mut worst = 0f64;
+        let mut x = -80.0f32;
+        while x < 80.0 {
+            let rel = ((exp_f32(x) as f64) - (x as f64).exp()).abs() / (x as f64).exp();
+            worst = worst.max(rel);
+            x += 0.0137;
+        }
+        assert!(worst < 3e-7, "{worst}");
+        assert_eq!(exp_f32(-1000.0), 0.0f32.max(exp_f32(-1000.0)));
+        assert!(exp_f32(-1000.0) < 1e-37);
+    }
+    #[test]
+    fn exp_shifted_sum_matches_scalar() {
+        let mut v: Vec<f32> = (0..103).map(|i| (i as f32) * 0.1 - 5.0).collect();
+        let want: f64 = v.iter().map(|x| ((*x - 2.0) as f64).exp()).sum();
+        let got = exp_shifted_sum(&mut v, 2.0);
+        assert!(((got as f64) - want).abs() / want < 1e-6);
+    }
+}
