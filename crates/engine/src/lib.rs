@@ -4,7 +4,9 @@
 
 pub mod backend;
 pub mod cpu;
+pub mod llama;
 pub mod real;
 
 pub use backend::{AttnShape, Backend};
 pub use cpu::CpuBackend;
+pub use llama::{Activations, Llama};
