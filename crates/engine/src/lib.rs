@@ -4,8 +4,11 @@
 
 pub mod backend;
 pub mod cpu;
+pub mod generate;
+pub mod infer;
 pub mod llama;
 pub mod real;
+pub mod sampling;
 
 pub use backend::{AttnShape, Backend};
 pub use cpu::CpuBackend;

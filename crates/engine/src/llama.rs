@@ -106,6 +106,11 @@ pub struct Activations<B: Backend> {
 }
 
 impl<B: Backend> Activations<B> {
+    /// Per-position losses of the last forward pass, in the backend's own precision.
+    pub fn losses(&self) -> &B::Buf {
+        &self.losses
+    }
+
     pub fn new(model: &Llama<B>, batch: usize, seq: usize) -> Self {
         let c = &model.cfg;
         let be = &model.backend;
@@ -160,39 +165,83 @@ impl<B: Backend> Llama<B> {
         cfg.validate()?;
         let specs = param_specs(&cfg);
         if specs.len() != host.tensors.len() {
-            bail!("weights do not match the configuration ({} tensors, expected {})", host.tensors.len(), specs.len());
+            bail!(
+                "weights do not match the configuration ({} tensors, expected {})",
+                host.tensors.len(),
+                specs.len()
+            );
         }
         for (s, t) in specs.iter().zip(&host.tensors) {
             if s.numel() != t.len() {
-                bail!("tensor `{}` has {} elements, expected {:?}", s.name, t.len(), s.shape);
+                bail!(
+                    "tensor `{}` has {} elements, expected {:?}",
+                    s.name,
+                    t.len(),
+                    s.shape
+                );
             }
         }
         let weights = host.tensors.iter().map(|t| backend.upload(t)).collect();
-        let rope = backend.upload(&crate::cpu::rope::table(cfg.head_dim(), cfg.max_seq_len, cfg.rope_theta));
-        let layout = Layout { n_layers: cfg.n_layers, tied: cfg.tie_embeddings };
-        Ok(Llama { cfg, specs, layout, weights, rope, backend })
+        let rope = backend.upload(&crate::cpu::rope::table(
+            cfg.head_dim(),
+            cfg.max_seq_len,
+            cfg.rope_theta,
+        ));
+        let layout = Layout {
+            n_layers: cfg.n_layers,
+            tied: cfg.tie_embeddings,
+        };
+        Ok(Llama {
+            cfg,
+            specs,
+            layout,
+            weights,
+            rope,
+            backend,
+        })
     }
 
     pub fn to_host(&self) -> HostWeights {
         HostWeights {
             config: self.cfg.clone(),
             specs: self.specs.clone(),
-            tensors: self.weights.iter().map(|w| self.backend.download(w)).collect(),
+            tensors: self
+                .weights
+                .iter()
+                .map(|w| self.backend.download(w))
+                .collect(),
         }
     }
 
     /// Zeroed gradient buffers shaped like the weights.
     pub fn zero_grads(&self) -> Vec<B::Buf> {
-        self.specs.iter().map(|s| self.backend.zeros(s.numel())).collect()
+        self.specs
+            .iter()
+            .map(|s| self.backend.zeros(s.numel()))
+            .collect()
     }
 
-    fn check_tokens(&self, inputs: &[u32], targets: Option<&[i32]>, acts: &Activations<B>) -> Result<()> {
+    fn check_tokens(
+        &self,
+        inputs: &[u32],
+        targets: Option<&[i32]>,
+        acts: &Activations<B>,
+    ) -> Result<()> {
         let n = acts.batch * acts.seq;
         if inputs.len() != n {
-            bail!("expected {n} input tokens ({} × {}), got {}", acts.batch, acts.seq, inputs.len());
+            bail!(
+                "expected {n} input tokens ({} × {}), got {}",
+                acts.batch,
+                acts.seq,
+                inputs.len()
+            );
         }
         if acts.seq > self.cfg.max_seq_len {
-            bail!("sequence length {} exceeds the model's context of {}", acts.seq, self.cfg.max_seq_len);
+            bail!(
+                "sequence length {} exceeds the model's context of {}",
+                acts.seq,
+                self.cfg.max_seq_len
+            );
         }
         let v = self.cfg.vocab_size;
         if let Some(bad) = inputs.iter().find(|&&t| t as usize >= v) {
@@ -226,7 +275,13 @@ impl<B: Backend> Llama<B> {
         let (be, c, lay) = (&self.backend, &self.cfg, &self.layout);
         let w = &self.weights;
         let n = a.batch * a.seq;
-        let (d, qd, kvd, f, hd) = (c.dim, c.n_heads * c.head_dim(), c.kv_dim(), c.ffn_dim, c.head_dim());
+        let (d, qd, kvd, f, hd) = (
+            c.dim,
+            c.n_heads * c.head_dim(),
+            c.kv_dim(),
+            c.ffn_dim,
+            c.head_dim(),
+        );
         let eps = c.norm_eps as f32;
         let shape = self.attn_shape(a.batch, a.seq);
         be.embedding_fwd(&mut a.res[0], &w[lay.embed()], &a.ids, d);
@@ -251,19 +306,43 @@ impl<B: Backend> Llama<B> {
             be.copy(out, 0, &s.mid, 0, n * d);
             be.matmul(out, &s.h, false, p(WD), true, n, d, f, true);
         }
-        be.rmsnorm_fwd(&mut a.lnf, &mut a.rstdf, &a.res[c.n_layers], &w[lay.final_norm()], d, eps);
+        be.rmsnorm_fwd(
+            &mut a.lnf,
+            &mut a.rstdf,
+            &a.res[c.n_layers],
+            &w[lay.final_norm()],
+            d,
+            eps,
+        );
     }
 
     /// Per-position losses (natural-log cross-entropy; 0 where the target is negative) without
     /// gradients: validation, perplexity and task scoring.
-    pub fn forward_losses(&self, a: &mut Activations<B>, inputs: &[u32], targets: &[i32]) -> Result<Vec<f32>> {
+    pub fn forward_losses(
+        &self,
+        a: &mut Activations<B>,
+        inputs: &[u32],
+        targets: &[i32],
+    ) -> Result<Vec<f32>> {
         self.check_tokens(inputs, Some(targets), a)?;
         let be = &self.backend;
-        be.write_ids(&mut a.ids, &inputs.iter().map(|&t| t as i32).collect::<Vec<_>>());
+        be.write_ids(
+            &mut a.ids,
+            &inputs.iter().map(|&t| t as i32).collect::<Vec<_>>(),
+        );
         be.write_ids(&mut a.targets, targets);
         self.forward_trunk(a);
         let head = &self.weights[self.layout.head()];
-        be.lm_head_loss(&mut a.losses, &a.lnf, head, &a.targets, self.cfg.vocab_size, self.cfg.dim, &mut a.head_scratch, None);
+        be.lm_head_loss(
+            &mut a.losses,
+            &a.lnf,
+            head,
+            &a.targets,
+            self.cfg.vocab_size,
+            self.cfg.dim,
+            &mut a.head_scratch,
+            None,
+        );
         Ok(be.download(&a.losses))
     }
 
@@ -283,13 +362,22 @@ impl<B: Backend> Llama<B> {
             bail!("the batch has no target tokens to learn from (all are ignored)");
         }
         let (be, c, lay) = (&self.backend, &self.cfg, &self.layout);
-        be.write_ids(&mut a.ids, &inputs.iter().map(|&t| t as i32).collect::<Vec<_>>());
+        be.write_ids(
+            &mut a.ids,
+            &inputs.iter().map(|&t| t as i32).collect::<Vec<_>>(),
+        );
         be.write_ids(&mut a.targets, targets);
         self.forward_trunk(a);
 
         let w = &self.weights;
         let n = a.batch * a.seq;
-        let (d, qd, kvd, f, hd) = (c.dim, c.n_heads * c.head_dim(), c.kv_dim(), c.ffn_dim, c.head_dim());
+        let (d, qd, kvd, f, hd) = (
+            c.dim,
+            c.n_heads * c.head_dim(),
+            c.kv_dim(),
+            c.ffn_dim,
+            c.head_dim(),
+        );
         let shape = self.attn_shape(a.batch, a.seq);
         let scale = grad_scale / n_valid as f32;
 
@@ -305,7 +393,15 @@ impl<B: Backend> Llama<B> {
             Some((&mut a.dln, &mut grads[lay.head()], scale)),
         );
         be.fill(&mut a.dres, 0.0);
-        be.rmsnorm_bwd(&mut a.dres, &mut grads[lay.final_norm()], &a.dln, &a.res[c.n_layers], &w[lay.final_norm()], &a.rstdf, d);
+        be.rmsnorm_bwd(
+            &mut a.dres,
+            &mut grads[lay.final_norm()],
+            &a.dln,
+            &a.res[c.n_layers],
+            &w[lay.final_norm()],
+            &a.rstdf,
+            d,
+        );
 
         for l in (0..c.n_layers).rev() {
             let s = &a.layers[l];
@@ -314,26 +410,114 @@ impl<B: Backend> Llama<B> {
             let p = |t| &w[lay.layer(l, t)];
             // MLP: x' = m + h·Wdᵀ
             be.matmul(&mut a.dh, &a.dres, false, p(WD), false, n, f, d, false);
-            be.matmul(&mut grads[gi(WD)], &a.dres, true, &s.h, false, d, f, n, true);
+            be.matmul(
+                &mut grads[gi(WD)],
+                &a.dres,
+                true,
+                &s.h,
+                false,
+                d,
+                f,
+                n,
+                true,
+            );
             be.swiglu_bwd(&mut a.dg, &mut a.du, &a.dh, &s.g, &s.u);
             be.matmul(&mut a.dln, &a.dg, false, p(WG), false, n, d, f, false);
             be.matmul(&mut a.dln, &a.du, false, p(WU), false, n, d, f, true);
-            be.matmul(&mut grads[gi(WG)], &a.dg, true, &s.ln2, false, f, d, n, true);
-            be.matmul(&mut grads[gi(WU)], &a.du, true, &s.ln2, false, f, d, n, true);
-            be.rmsnorm_bwd(&mut a.dres, &mut grads[gi(MLP_NORM)], &a.dln, &s.mid, p(MLP_NORM), &s.rstd2, d);
+            be.matmul(
+                &mut grads[gi(WG)],
+                &a.dg,
+                true,
+                &s.ln2,
+                false,
+                f,
+                d,
+                n,
+                true,
+            );
+            be.matmul(
+                &mut grads[gi(WU)],
+                &a.du,
+                true,
+                &s.ln2,
+                false,
+                f,
+                d,
+                n,
+                true,
+            );
+            be.rmsnorm_bwd(
+                &mut a.dres,
+                &mut grads[gi(MLP_NORM)],
+                &a.dln,
+                &s.mid,
+                p(MLP_NORM),
+                &s.rstd2,
+                d,
+            );
             // Attention: m = x + att·Woᵀ
             be.matmul(&mut a.datt, &a.dres, false, p(WO), false, n, qd, d, false);
-            be.matmul(&mut grads[gi(WO)], &a.dres, true, &s.att, false, d, qd, n, true);
-            be.attention_bwd(&mut a.dq, &mut a.dk, &mut a.dv, &a.datt, &s.att, &s.lse, &s.q, &s.k, &s.v, shape);
+            be.matmul(
+                &mut grads[gi(WO)],
+                &a.dres,
+                true,
+                &s.att,
+                false,
+                d,
+                qd,
+                n,
+                true,
+            );
+            be.attention_bwd(
+                &mut a.dq, &mut a.dk, &mut a.dv, &a.datt, &s.att, &s.lse, &s.q, &s.k, &s.v, shape,
+            );
             be.rope(&mut a.dq, &self.rope, c.n_heads, hd, a.seq, 0, true);
             be.rope(&mut a.dk, &self.rope, c.n_kv_heads, hd, a.seq, 0, true);
             be.matmul(&mut a.dln, &a.dq, false, p(WQ), false, n, d, qd, false);
             be.matmul(&mut a.dln, &a.dk, false, p(WK), false, n, d, kvd, true);
             be.matmul(&mut a.dln, &a.dv, false, p(WV), false, n, d, kvd, true);
-            be.matmul(&mut grads[gi(WQ)], &a.dq, true, &s.ln1, false, qd, d, n, true);
-            be.matmul(&mut grads[gi(WK)], &a.dk, true, &s.ln1, false, kvd, d, n, true);
-            be.matmul(&mut grads[gi(WV)], &a.dv, true, &s.ln1, false, kvd, d, n, true);
-            be.rmsnorm_bwd(&mut a.dres, &mut grads[gi(ATTN_NORM)], &a.dln, x, p(ATTN_NORM), &s.rstd1, d);
+            be.matmul(
+                &mut grads[gi(WQ)],
+                &a.dq,
+                true,
+                &s.ln1,
+                false,
+                qd,
+                d,
+                n,
+                true,
+            );
+            be.matmul(
+                &mut grads[gi(WK)],
+                &a.dk,
+                true,
+                &s.ln1,
+                false,
+                kvd,
+                d,
+                n,
+                true,
+            );
+            be.matmul(
+                &mut grads[gi(WV)],
+                &a.dv,
+                true,
+                &s.ln1,
+                false,
+                kvd,
+                d,
+                n,
+                true,
+            );
+            be.rmsnorm_bwd(
+                &mut a.dres,
+                &mut grads[gi(ATTN_NORM)],
+                &a.dln,
+                x,
+                p(ATTN_NORM),
+                &s.rstd1,
+                d,
+            );
         }
         be.embedding_bwd(&mut grads[lay.embed()], &a.dres, &a.ids, d);
 

@@ -137,11 +137,26 @@ impl ModelConfig {
                 bail!("config.json: hidden_act `{act}` is not supported (Llama uses `silu`)");
             }
         }
-        if let Some(rs) = v.get("rope_scaling") {
-            if !rs.is_null() {
-                bail!(
-                    "config.json: rope_scaling {rs} is not supported; remove it or set it to null"
-                );
+        // transformers < 5 writes `rope_theta` and `rope_scaling`; transformers 5 writes
+        // `rope_parameters: {rope_theta, rope_type}`. Only plain RoPE is implemented, so any
+        // scaling type is refused rather than silently ignored.
+        let mut rope_theta = v.get("rope_theta").and_then(|x| x.as_f64());
+        for key in ["rope_scaling", "rope_parameters"] {
+            match v.get(key) {
+                None | Some(serde_json::Value::Null) => {}
+                Some(rs) => {
+                    let kind = rs
+                        .get("rope_type")
+                        .or_else(|| rs.get("type"))
+                        .and_then(|x| x.as_str())
+                        .unwrap_or("default");
+                    if kind != "default" {
+                        bail!("config.json: {key} with rope_type `{kind}` is not supported (only plain RoPE is); remove it to use plain RoPE");
+                    }
+                    if let Some(t) = rs.get("rope_theta").and_then(|x| x.as_f64()) {
+                        rope_theta = Some(t);
+                    }
+                }
             }
         }
         for k in ["attention_bias", "mlp_bias"] {
@@ -180,10 +195,7 @@ impl ModelConfig {
                 .map(|x| x as usize)
                 .unwrap_or(n_heads),
             ffn_dim: get_u("intermediate_size")?,
-            rope_theta: v
-                .get("rope_theta")
-                .and_then(|x| x.as_f64())
-                .unwrap_or(10000.0),
+            rope_theta: rope_theta.unwrap_or(10000.0),
             norm_eps: v
                 .get("rms_norm_eps")
                 .and_then(|x| x.as_f64())
@@ -223,7 +235,7 @@ impl ModelConfig {
             "max_position_embeddings": self.max_seq_len,
             "rms_norm_eps": self.norm_eps,
             "rope_theta": self.rope_theta,
-            "rope_scaling": null,
+            "rope_parameters": { "rope_theta": self.rope_theta, "rope_type": "default" },
             "tie_word_embeddings": self.tie_embeddings,
             "bos_token_id": self.bos_id,
             "eos_token_id": self.eos_id,
@@ -231,6 +243,44 @@ impl ModelConfig {
             "pretraining_tp": 1,
             "use_cache": true,
             "torch_dtype": torch_dtype,
+            "dtype": torch_dtype,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_both_transformers_4_and_5_rope_fields() {
+        let base = r#""vocab_size": 10, "hidden_size": 8, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 4"#;
+        let v4 = ModelConfig::from_hf_str(&format!(
+            "{{{base}, \"rope_theta\": 500.0, \"rope_scaling\": null}}"
+        ))
+        .unwrap();
+        assert_eq!(v4.rope_theta, 500.0);
+        let v5 = ModelConfig::from_hf_str(&format!(
+            "{{{base}, \"rope_parameters\": {{\"rope_theta\": 1234.0, \"rope_type\": \"default\"}}}}"
+        ))
+        .unwrap();
+        assert_eq!(v5.rope_theta, 1234.0);
+        let e = ModelConfig::from_hf_str(&format!(
+            "{{{base}, \"rope_parameters\": {{\"rope_theta\": 1.0, \"rope_type\": \"yarn\"}}}}"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("yarn"), "{e}");
+        // Our own output reads back identically.
+        let back = ModelConfig::from_hf_str(&v5.to_hf_json("float32").to_string()).unwrap();
+        assert_eq!(back, v5);
+    }
+
+    #[test]
+    fn missing_field_is_named() {
+        let e = ModelConfig::from_hf_str(r#"{"vocab_size": 10}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("hidden_size"), "{e}");
     }
 }

@@ -111,6 +111,7 @@ pub fn load_dir(dir: &Path) -> Result<HostWeights> {
         .map(|(i, s)| (s.name.as_str(), i))
         .collect();
     let mut tensors: Vec<Option<Vec<f32>>> = vec![None; specs.len()];
+    let mut tied_head: Option<Vec<f32>> = None;
     for file in weight_files(dir)? {
         let bytes =
             std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
@@ -119,7 +120,20 @@ pub fn load_dir(dir: &Path) -> Result<HostWeights> {
         for (name, view) in st.tensors() {
             let Some(&i) = want.get(name.as_str()) else {
                 // Tied checkpoints sometimes still carry lm_head.weight; rotary caches are derived.
-                if name == "lm_head.weight" || name.ends_with("rotary_emb.inv_freq") {
+                if name == "lm_head.weight" && cfg.tie_embeddings {
+                    // Some tied checkpoints store the shared matrix only under the head's name.
+                    if view.shape() != [cfg.vocab_size, cfg.dim] {
+                        bail!(
+                            "{}: tensor `lm_head.weight` has shape {:?}, but config.json implies {:?}",
+                            file.display(),
+                            view.shape(),
+                            [cfg.vocab_size, cfg.dim]
+                        );
+                    }
+                    tied_head = Some(to_f32(&view, &file, &name)?);
+                    continue;
+                }
+                if name.ends_with("rotary_emb.inv_freq") {
                     continue;
                 }
                 bail!(
@@ -138,6 +152,12 @@ pub fn load_dir(dir: &Path) -> Result<HostWeights> {
             }
             tensors[i] = Some(to_f32(&view, &file, &name)?);
             want.remove(name.as_str());
+        }
+    }
+    if tensors[0].is_none() {
+        if let Some(h) = tied_head {
+            tensors[0] = Some(h);
+            want.remove(specs[0].name.as_str());
         }
     }
     if let Some(missing) = specs.iter().find(|s| want.contains_key(s.name.as_str())) {
