@@ -1,0 +1,363 @@
+//! The run configuration: a TOML file (`tinyllama pretrain --config RUN.toml`) with CLI
+//! overrides. Every field has a default except the data; unknown keys are errors so a typo
+//! never silently falls back to a default.
+
+use crate::loader::SourceSpec;
+use crate::optimizer::AdamWConfig;
+use crate::schedule::{Schedule, ScheduleKind};
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use tinyllama_model::{hf, presets, ModelConfig};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    #[serde(default)]
+    pub model: ModelSection,
+    pub data: DataSection,
+    #[serde(default)]
+    pub optim: OptimSection,
+    #[serde(default)]
+    pub batch: BatchSection,
+    #[serde(default)]
+    pub run: RunSection,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelSection {
+    /// A named preset (`tinyllama info --list-presets`), initialised from `run.seed`.
+    pub preset: Option<String>,
+    /// Or continue from a Hugging Face model directory.
+    pub init_from: Option<PathBuf>,
+    /// `tokenizer.json` to ship with checkpoints and exports.
+    pub tokenizer: Option<PathBuf>,
+    /// Override the vocabulary size of the preset (e.g. to match a trained tokenizer).
+    pub vocab_size: Option<usize>,
+    /// Override the preset's context length.
+    pub max_seq_len: Option<usize>,
+}
+
+impl Default for ModelSection {
+    fn default() -> Self {
+        ModelSection {
+            preset: Some("demo-5m".into()),
+            init_from: None,
+            tokenizer: None,
+            vocab_size: None,
+            max_seq_len: None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataSection {
+    /// Training sources with mixture weights.
+    pub train: Vec<SourceSpec>,
+    /// Validation sources (optional).
+    #[serde(default)]
+    pub val: Vec<SourceSpec>,
+    /// Tokens per training sequence.
+    #[serde(default = "default_seq")]
+    pub seq_len: usize,
+}
+
+fn default_seq() -> usize {
+    256
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OptimSection {
+    pub lr: f64,
+    pub min_lr: f64,
+    pub warmup_steps: u64,
+    pub schedule: ScheduleKind,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    pub weight_decay: f64,
+    pub no_decay_norms_and_embeddings: bool,
+    pub grad_clip: f64,
+}
+
+impl Default for OptimSection {
+    fn default() -> Self {
+        let a = AdamWConfig::default();
+        OptimSection {
+            lr: 4e-4,
+            min_lr: 4e-5,
+            warmup_steps: 100,
+            schedule: ScheduleKind::Cosine,
+            beta1: a.beta1,
+            beta2: a.beta2,
+            eps: a.eps,
+            weight_decay: a.weight_decay,
+            no_decay_norms_and_embeddings: a.no_decay_norms_and_embeddings,
+            grad_clip: a.grad_clip,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BatchSection {
+    /// Sequences per forward/backward pass.
+    pub micro_batch: usize,
+    /// Sequences per optimizer step, over all ranks (a multiple of micro_batch × world_size).
+    pub global_batch: usize,
+    /// Optimizer steps to run (or give `max_tokens`).
+    pub max_steps: Option<u64>,
+    /// Tokens to train on; converted to steps.
+    pub max_tokens: Option<u64>,
+}
+
+impl Default for BatchSection {
+    fn default() -> Self {
+        BatchSection {
+            micro_batch: 8,
+            global_batch: 8,
+            max_steps: Some(1000),
+            max_tokens: None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RunSection {
+    pub out_dir: PathBuf,
+    pub seed: u64,
+    /// Log a line (when not on a terminal) every this many steps.
+    pub log_every: u64,
+    /// Validation loss every this many steps (0 = only at the end).
+    pub eval_every: u64,
+    /// Validation sequences evaluated each time.
+    pub eval_sequences: usize,
+    /// Checkpoint every this many steps (0 = only at the end).
+    pub save_every: u64,
+    /// Checkpoints kept (oldest deleted first).
+    pub keep_last: usize,
+    /// `cpu` (or `cuda[:N]` with a CUDA build).
+    pub device: String,
+    /// `f32` (CPU default) or `bf16` mixed precision where the backend supports it.
+    pub precision: String,
+    /// Stop after this many consecutive steps with non-finite loss or gradients.
+    pub max_bad_steps: u64,
+    /// Peak FLOP/s for MFU; measured on CPU and looked up for known GPUs when absent.
+    pub peak_flops: Option<f64>,
+    /// Continue from the latest complete checkpoint in `out_dir/checkpoints` if there is one.
+    pub resume: bool,
+    /// Export a Hugging Face directory to `out_dir/hf` at the end.
+    pub export: bool,
+}
+
+impl Default for RunSection {
+    fn default() -> Self {
+        RunSection {
+            out_dir: PathBuf::from("runs/run"),
+            seed: 1337,
+            log_every: 10,
+            eval_every: 0,
+            eval_sequences: 64,
+            save_every: 0,
+            keep_last: 3,
+            device: "cpu".into(),
+            precision: "f32".into(),
+            max_bad_steps: 5,
+            peak_flops: None,
+            resume: false,
+            export: true,
+        }
+    }
+}
+
+impl RunConfig {
+    pub fn from_toml_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read run config {}", path.display()))?;
+        let mut cfg: RunConfig =
+            toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        // Relative paths in the file are relative to the file.
+        let base = path.parent().unwrap_or(Path::new("."));
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() && !p.as_os_str().is_empty() {
+                *p = base.join(&*p);
+            }
+        };
+        for s in cfg.data.train.iter_mut().chain(cfg.data.val.iter_mut()) {
+            fix(&mut s.path);
+        }
+        if let Some(p) = cfg.model.init_from.as_mut() {
+            fix(p);
+        }
+        if let Some(p) = cfg.model.tokenizer.as_mut() {
+            fix(p);
+        }
+        Ok(cfg)
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("run config serialises")
+    }
+
+    /// The model configuration this run trains.
+    pub fn model_config(&self) -> Result<ModelConfig> {
+        let mut cfg = match (&self.model.preset, &self.model.init_from) {
+            (_, Some(dir)) => ModelConfig::from_hf_json(&dir.join("config.json"))?,
+            (Some(p), None) => presets::get(p)?,
+            (None, None) => bail!("[model]: give `preset` or `init_from`"),
+        };
+        if let Some(v) = self.model.vocab_size {
+            if self.model.init_from.is_some() && v != cfg.vocab_size {
+                bail!(
+                    "[model]: vocab_size {v} differs from the vocabulary of init_from ({})",
+                    cfg.vocab_size
+                );
+            }
+            cfg.vocab_size = v;
+        }
+        if let Some(t) = self.model.max_seq_len {
+            cfg.max_seq_len = t;
+        }
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Micro-batches per optimizer step on one rank.
+    pub fn accumulation(&self, world: usize) -> Result<usize> {
+        let b = &self.batch;
+        if b.micro_batch == 0 || b.global_batch == 0 {
+            bail!("[batch]: micro_batch and global_batch must be positive");
+        }
+        let per_pass = b.micro_batch * world;
+        if b.global_batch % per_pass != 0 {
+            bail!(
+                "[batch]: global_batch {} is not a multiple of micro_batch {} × {world} rank(s)",
+                b.global_batch,
+                b.micro_batch
+            );
+        }
+        Ok(b.global_batch / per_pass)
+    }
+
+    pub fn total_steps(&self) -> Result<u64> {
+        let tokens_per_step = (self.batch.global_batch * self.data.seq_len) as u64;
+        match (self.batch.max_steps, self.batch.max_tokens) {
+            (_, Some(t)) => Ok(t.div_ceil(tokens_per_step).max(1)),
+            (Some(s), None) if s > 0 => Ok(s),
+            _ => bail!("[batch]: give max_steps (> 0) or max_tokens"),
+        }
+    }
+
+    pub fn schedule(&self) -> Result<Schedule> {
+        let o = &self.optim;
+        if !(o.lr > 0.0) || o.min_lr < 0.0 || o.min_lr > o.lr {
+            bail!(
+                "[optim]: need 0 <= min_lr <= lr and lr > 0 (got lr {}, min_lr {})",
+                o.lr,
+                o.min_lr
+            );
+        }
+        Ok(Schedule {
+            kind: o.schedule,
+            lr: o.lr,
+            min_lr: o.min_lr,
+            warmup_steps: o.warmup_steps,
+            total_steps: self.total_steps()?,
+        })
+    }
+
+    pub fn adamw(&self) -> AdamWConfig {
+        let o = &self.optim;
+        AdamWConfig {
+            beta1: o.beta1,
+            beta2: o.beta2,
+            eps: o.eps,
+            weight_decay: o.weight_decay,
+            no_decay_norms_and_embeddings: o.no_decay_norms_and_embeddings,
+            grad_clip: o.grad_clip,
+        }
+    }
+
+    /// Everything that can be checked before touching data or memory.
+    pub fn validate(&self) -> Result<()> {
+        let m = self.model_config()?;
+        if self.data.seq_len == 0 || self.data.seq_len > m.max_seq_len {
+            bail!(
+                "[data]: seq_len {} must be in 1..={} (the model's context)",
+                self.data.seq_len,
+                m.max_seq_len
+            );
+        }
+        self.accumulation(1)?;
+        self.schedule()?;
+        if let Some(dir) = &self.model.init_from {
+            hf::weight_files(dir)?;
+        }
+        if let Some(t) = &self.model.tokenizer {
+            if !t.exists() {
+                bail!("[model]: tokenizer {} does not exist", t.display());
+            }
+        }
+        match self.run.precision.as_str() {
+            "f32" | "bf16" => {}
+            p => bail!("[run]: precision `{p}` unknown; use f32 or bf16"),
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_tinyllama_config_parses_and_reproduces_the_recipe() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/tinyllama-1.1b.toml");
+        let c = RunConfig::from_toml_file(&path).unwrap();
+        assert_eq!(c.model.preset.as_deref(), Some("tinyllama-1.1b"));
+        assert_eq!(
+            (c.optim.lr, c.optim.min_lr, c.optim.warmup_steps),
+            (4e-4, 4e-5, 2000)
+        );
+        assert_eq!(
+            (
+                c.optim.beta1,
+                c.optim.beta2,
+                c.optim.eps,
+                c.optim.weight_decay,
+                c.optim.grad_clip
+            ),
+            (0.9, 0.95, 1e-8, 0.1, 1.0)
+        );
+        assert_eq!(
+            (c.data.seq_len, c.batch.global_batch, c.batch.micro_batch),
+            (2048, 1024, 8)
+        );
+        assert_eq!(c.run.precision, "bf16");
+        let w: Vec<f64> = c.data.train.iter().map(|s| s.weight).collect();
+        assert_eq!(w, vec![0.693584, 0.306416]);
+        // 3T tokens at ~2M tokens per step.
+        assert_eq!(c.total_steps().unwrap(), 1_430_512);
+        assert_eq!(c.accumulation(16).unwrap(), 8);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_batches_are_errors() {
+        let e = toml::from_str::<RunConfig>("[data]\ntrain = []\n[optim]\nlearning_rate = 1.0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("learning_rate"), "{e}");
+        let mut c: RunConfig = toml::from_str("[data]\ntrain = []\n").unwrap();
+        c.batch.global_batch = 12;
+        c.batch.micro_batch = 8;
+        assert!(c
+            .accumulation(1)
+            .unwrap_err()
+            .to_string()
+            .contains("multiple"));
+    }
+}

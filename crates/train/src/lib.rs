@@ -1,0 +1,23 @@
+//! Pre-training: everything between packed shards and checkpoints.
+//!
+//! - [`config`]: the run configuration (TOML) and its validation.
+//! - [`schedule`]: learning-rate schedules.
+//! - [`optimizer`]: AdamW state, global-norm clipping, weight-decay groups.
+//! - [`loader`]: the mixture data loader over packed shards, with resumable state.
+//! - [`checkpoint`]: atomic checkpoints, retention, resume.
+//! - [`metrics`]: `metrics.jsonl`, MFU, peak FLOP/s.
+//! - [`plot`]: the loss / learning-rate picture.
+//! - [`trainer`]: the training loop.
+//! - [`export`]: checkpoint → Hugging Face directory.
+//! - [`bench`]: training-step throughput.
+
+pub mod bench;
+pub mod checkpoint;
+pub mod config;
+pub mod export;
+pub mod loader;
+pub mod metrics;
+pub mod optimizer;
+pub mod plot;
+pub mod schedule;
+pub mod trainer;
