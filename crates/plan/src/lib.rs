@@ -182,10 +182,19 @@ pub fn parse_quantity(s: &str) -> std::result::Result<f64, String> {
     }
 }
 
+/// `5e21` for large or tiny magnitudes, `0.5` otherwise.
+fn show(x: f64) -> String {
+    if x != 0.0 && !(1e-3..1e6).contains(&x.abs()) {
+        format!("{x:e}")
+    } else {
+        format!("{x}")
+    }
+}
+
 fn positive(name: &str, v: Option<f64>) -> Result<()> {
     if let Some(x) = v {
         if !(x.is_finite() && x > 0.0) {
-            bail!("{name} must be positive, got {x}");
+            bail!("{name} must be positive, got {}", show(x));
         }
     }
     Ok(())
@@ -204,7 +213,10 @@ pub fn validate(r: &PlanRequest) -> Result<()> {
     }
     if let Some(m) = r.mfu {
         if !(m.is_finite() && m > 0.0 && m <= 1.0) {
-            bail!("--mfu is a fraction of the GPU's peak and must be in (0, 1], got {m}");
+            bail!(
+                "--mfu is a fraction of the GPU's peak and must be in (0, 1], got {}",
+                show(m)
+            );
         }
     }
     if r.gpus == Some(0) {
@@ -296,7 +308,7 @@ pub fn plan(req: &PlanRequest) -> Result<Plan> {
     if let Some(c) = &config {
         if seq_len > c.max_seq_len {
             notes.push(format!(
-                "--seq-len {seq_len} exceeds the model's context {}",
+                "--seq-len {seq_len} exceeds the model's context {}.",
                 c.max_seq_len
             ));
         }
@@ -378,7 +390,7 @@ pub fn plan(req: &PlanRequest) -> Result<Plan> {
                 let f = fpt.as_ref().expect("a model has FLOPs per token").total;
                 tokens = Some(b.flops / f);
                 notes.push(format!(
-                    "tokens derived from the budget: {:.3e} FLOPs / {:.3e} FLOPs per token",
+                    "Tokens derived from the budget: {:.3e} FLOPs / {:.3e} FLOPs per token.",
                     b.flops, f
                 ));
             }
@@ -392,8 +404,8 @@ pub fn plan(req: &PlanRequest) -> Result<Plan> {
                 fpt = Some(fpt_for(&m));
                 model = Some(m);
                 notes.push(
-                    "parameters derived from the budget and --tokens (C / 6D); memory needs an \
-                     architecture (--preset or --model) for activations"
+                    "Parameters derived from the budget and --tokens (C / 6D); activation memory \
+                     needs an architecture (--preset or --model)."
                         .into(),
                 );
             }
@@ -453,14 +465,14 @@ pub fn plan(req: &PlanRequest) -> Result<Plan> {
         _ => None,
     };
     if training.is_some() && gpu.is_none() && req.tokens_per_sec_per_gpu.is_none() {
-        notes.push("pass --gpu-type (and --gpus) for training time and cost".into());
+        notes.push("Pass --gpu-type (and --gpus) for training time and cost.".into());
     } else if training.as_ref().is_some_and(|t| t.gpu_hours.is_some()) && req.gpus.is_none() {
         notes.push(if req.compute.is_some() {
-            "wall-clock = GPU-hours / number of GPUs (--compute sets the budget, so --gpus is \
-             not taken)"
+            "Wall-clock = GPU-hours / number of GPUs (--compute sets the budget, so --gpus is \
+             not taken)."
                 .into()
         } else {
-            "pass --gpus for wall-clock time".into()
+            "Pass --gpus for wall-clock time.".into()
         });
     }
     if rate_source == RateSource::DefaultMfu
@@ -468,7 +480,7 @@ pub fn plan(req: &PlanRequest) -> Result<Plan> {
         && gpu.is_some()
     {
         notes.push(format!(
-            "MFU {:.0}% assumed; set --mfu or --tokens-per-sec-per-gpu for your stack",
+            "MFU {:.0}% assumed; set --mfu or --tokens-per-sec-per-gpu for your stack.",
             DEFAULT_MFU * 100.0
         ));
     }
@@ -491,14 +503,14 @@ pub fn plan(req: &PlanRequest) -> Result<Plan> {
     if memory.is_some() {
         if config.is_none() && req.model.is_some() {
             notes.push(
-                "activation memory needs an architecture: pass --preset or --model instead of \
-                 --params"
+                "Activation memory needs an architecture: pass --preset or --model instead of \
+                 --params."
                     .into(),
             );
         }
         if req.zero_stage > 0 && req.gpus.unwrap_or(1) == 1 {
             notes.push(
-                "ZeRO shards over data-parallel GPUs; with one GPU it saves nothing (pass --gpus)"
+                "ZeRO shards over data-parallel GPUs; with one GPU it saves nothing (pass --gpus)."
                     .into(),
             );
         }

@@ -167,6 +167,8 @@ pub struct Memory {
     /// ZeRO-3's unsharded parameters and gradient in flight (0 otherwise).
     pub zero3_gathered_bytes: f64,
     pub model_states_bytes: f64,
+    /// Whether the model states plus the allowance fit the GPU, before any activations.
+    pub model_states_fit: Option<bool>,
     pub context_bytes: f64,
     pub fragmentation: f64,
     /// `None` without an architecture.
@@ -307,6 +309,7 @@ pub fn estimate(m: &MemoryInputs) -> Memory {
         optimizer_bytes: optimizer,
         zero3_gathered_bytes: gathered,
         model_states_bytes: states,
+        model_states_fit: m.gpu_bytes.map(|g| total(0.0) <= g),
         context_bytes: CONTEXT_BYTES,
         fragmentation: FRAGMENTATION,
         activations: acts,

@@ -124,14 +124,21 @@ pub fn render(p: &Plan) -> String {
         if let Some(ne) = m.non_embedding_params {
             let _ = write!(line, " ({} non-embedding)", count(ne));
         }
+        let _ = writeln!(w, "{:<12}{line}", "model");
         if let Some(c) = &m.config {
-            let _ = write!(
-                line,
-                ", {} layers, d {}, {}/{} heads, ffn {}, vocab {}, context {}",
-                c.n_layers, c.dim, c.n_heads, c.n_kv_heads, c.ffn_dim, c.vocab_size, c.max_seq_len
+            let _ = writeln!(
+                w,
+                "{:<12}{} layers, d {}, {}/{} query/KV heads, SwiGLU {}, vocab {}, context {}",
+                "",
+                c.n_layers,
+                c.dim,
+                c.n_heads,
+                c.n_kv_heads,
+                c.ffn_dim,
+                c.vocab_size,
+                c.max_seq_len
             );
         }
-        let _ = writeln!(w, "{:<12}{line}", "model");
     }
     if let Some(d) = p.tokens {
         let _ = writeln!(w, "{:<12}{} tokens", "data", count(d));
@@ -212,15 +219,15 @@ pub fn render(p: &Plan) -> String {
                 &r.point,
                 &format!("  (+{:.3} vs the fit's optimum at 6ND)", r.excess_loss),
             );
-            let _ = writeln!(
-                w,
-                "  For {} parameters the rule wants {} tokens (this run trains on {:.1}× that); \
-                 the fit's optimum at this size is {} tokens.",
+            let line = format!(
+                "For {} parameters the rule's optimum is {} tokens (this run trains on {:.1}× \
+                 that); the fit's optimum for this size is {} tokens.",
                 count(r.point.params),
                 count(r.rule_tokens_for_params),
                 r.times_rule_tokens,
                 count(r.parametric_tokens_for_params)
             );
+            let _ = write!(w, "{}", wrap(&line, "  ", 96));
         }
         let _ = writeln!(
             w,
@@ -310,8 +317,11 @@ pub fn render(p: &Plan) -> String {
         };
         let _ = writeln!(
             w,
-            "\nMemory per GPU: {zero} over {} GPU(s), micro-batch {} × {} tokens",
-            m.data_parallel, m.micro_batch, m.seq_len
+            "\nMemory per GPU: {zero} over {} GPU{}, grads {grad}, micro-batch {} × {} tokens",
+            m.data_parallel,
+            if m.data_parallel == 1 { "" } else { "s" },
+            m.micro_batch,
+            m.seq_len
         );
         let div = |stage: u8| {
             if m.zero_stage >= stage && m.data_parallel > 1 {
@@ -323,21 +333,21 @@ pub fn render(p: &Plan) -> String {
         let b = &m.bytes_per_param;
         let _ = writeln!(
             w,
-            "  {:<52}{:>12}",
-            format!("weights, bf16: {} B/param{}", b.weights, div(3)),
+            "  {:<40}{:>14}",
+            format!("weights bf16, {} B/param{}", b.weights, div(3)),
             bytes(m.weights_bytes)
         );
         let _ = writeln!(
             w,
-            "  {:<52}{:>12}",
-            format!("gradients, {grad}: {} B/param{}", b.grads, div(2)),
+            "  {:<40}{:>14}",
+            format!("gradients {grad}, {} B/param{}", b.grads, div(2)),
             bytes(m.grads_bytes)
         );
         let _ = writeln!(
             w,
-            "  {:<52}{:>12}",
+            "  {:<40}{:>14}",
             format!(
-                "optimizer, f32 master + Adam m, v: {} B/param{}",
+                "f32 master + Adam m, v: {} B/param{}",
                 b.master + b.adam_m + b.adam_v,
                 div(1)
             ),
@@ -346,8 +356,8 @@ pub fn render(p: &Plan) -> String {
         if m.zero3_gathered_bytes > 0.0 {
             let _ = writeln!(
                 w,
-                "  {:<52}{:>12}",
-                "ZeRO-3 gathered units + gradient in flight",
+                "  {:<40}{:>14}",
+                "ZeRO-3 gathered units + grad in flight",
                 bytes(m.zero3_gathered_bytes)
             );
         }
@@ -359,16 +369,16 @@ pub fn render(p: &Plan) -> String {
                      backward, flash attention)",
                     a.bytes_per_token_per_layer
                 );
-                let mark = |r: bool| if r == m.recompute { " *" } else { "  " };
+                let mark = |r: bool| if r == m.recompute { "*" } else { "" };
                 let _ = writeln!(
                     w,
-                    "  {:<40}{:>14}{:>16}",
+                    "  {:<40}{:>14}  {:>14}",
                     "",
                     format!("no recompute{}", mark(false)),
                     format!("recompute{}", mark(true))
                 );
                 let line = |w: &mut String, label: &str, x: f64, y: f64| {
-                    let _ = writeln!(w, "  {:<40}{:>12}  {:>14}", label, bytes(x), bytes(y));
+                    let _ = writeln!(w, "  {:<40}{:>14}  {:>14}", label, bytes(x), bytes(y));
                 };
                 line(
                     w,
@@ -413,7 +423,7 @@ pub fn render(p: &Plan) -> String {
                     };
                     let _ = writeln!(
                         w,
-                        "  {:<40}{:>12}  {:>14}",
+                        "  {:<40}{:>14}  {:>14}",
                         format!("fits {} ({} GiB)?", g.name, g.memory_gib),
                         yes(no.fits),
                         yes(re.fits)
@@ -421,7 +431,7 @@ pub fn render(p: &Plan) -> String {
                     let mb = |x: Option<u64>| x.map(|v| v.to_string()).unwrap_or_default();
                     let _ = writeln!(
                         w,
-                        "  {:<40}{:>12}  {:>14}",
+                        "  {:<40}{:>14}  {:>14}",
                         format!("largest micro-batch at {} tokens", m.seq_len),
                         mb(no.max_micro_batch),
                         mb(re.max_micro_batch)
@@ -429,16 +439,24 @@ pub fn render(p: &Plan) -> String {
                 }
                 let _ = writeln!(
                     w,
-                    "  (* the mode chosen; --recompute selects recomputation)"
+                    "  (* the mode planned; --recompute selects recomputation)"
                 );
             }
             _ => {
                 let _ = writeln!(
                     w,
-                    "  {:<52}{:>12}",
-                    "model states (no activations without an architecture)",
+                    "  {:<40}{:>14}",
+                    "model states",
                     bytes(m.model_states_bytes)
                 );
+                if let (Some(g), Some(fit)) = (&p.gpu, m.model_states_fit) {
+                    let _ = writeln!(
+                        w,
+                        "  {:<40}{:>14}",
+                        format!("fits {} before activations?", g.name),
+                        if fit { "yes" } else { "NO" }
+                    );
+                }
             }
         }
     }
