@@ -104,11 +104,7 @@ pub fn run(a: PlanArgs) -> Result<()> {
         .map(|s| gpus::parse_spec(s))
         .collect::<Result<Vec<_>>>()?;
     if a.list_gpus {
-        print!(
-            "{}",
-            report::catalogue(&gpus::Catalogue::new(&gpu_specs).gpus)
-        );
-        return Ok(());
+        return emit(&report::catalogue(&gpus::Catalogue::new(&gpu_specs).gpus));
     }
     let model = match (a.params, &a.preset, &a.model) {
         (Some(params), _, _) => Some(ModelSpec::Params { params }),
@@ -143,9 +139,18 @@ pub fn run(a: PlanArgs) -> Result<()> {
     }
     let plan = tinyllama_plan::plan(&req)?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&plan)?);
+        emit(&(serde_json::to_string_pretty(&plan)? + "\n"))
     } else {
-        print!("{}", report::render(&plan));
+        emit(&report::render(&plan))
     }
-    Ok(())
+}
+
+/// Writes to stdout; a closed pipe (`| head`) ends quietly instead of panicking.
+fn emit(text: &str) -> Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => Ok(r?),
+    }
 }

@@ -144,15 +144,17 @@ pub fn analyse(c: f64, r: f64, run: Option<(f64, f64)>) -> Chinchilla {
         }
     });
     let why = format!(
-        "The {r:.0}-tokens-per-parameter rule is what Hoffmann et al.'s Approaches 1 and 2 \
-         (training-curve envelopes, IsoFLOP profiles; N_opt ∝ C^0.50) amount to, and it chose \
-         Chinchilla: 70B parameters on 1.4T tokens. The parametric fit is their Approach 3; with \
-         its published, rounded constants (E {E}, A {A}, B {B}, α {ALPHA}, β {BETA}) the optimum \
-         grows as N_opt ∝ C^{:.3} and lands on a smaller model trained longer ({:.0} tokens per \
-         parameter at this compute). The paper notes that Approach 3 favours smaller models; a \
-         2024 replication (Besiroglu et al.) found the published constants fit the paper's data \
-         poorly and that a re-fit agrees with ~20 tokens per parameter. Size with the rule; read \
-         the fit's losses as rough, relative guidance.",
+        "Why the two differ: ~20 tokens per parameter is what Hoffmann et al.'s Approaches 1 and \
+         2 (training-curve envelopes, IsoFLOP profiles; N_opt ∝ C^0.50) amount to, and it chose \
+         Chinchilla: 70B parameters on 1.4T tokens (the rule here uses {r} tokens per \
+         parameter). The parametric fit is their Approach 3; with its published, rounded \
+         constants (E {E}, A {A}, B {B}, α {ALPHA}, β {BETA}) the optimum grows as N_opt ∝ \
+         C^{:.3} and lands on a smaller model trained longer ({:.0} tokens per parameter at this \
+         compute); the paper's own Table 2 already gives Approach 3 a smaller exponent (0.46) \
+         than Approaches 1 and 2 (0.50, 0.49). A 2024 replication (Besiroglu et al., Epoch AI) \
+         found that those constants are rounded, come from a fit that stopped before converging \
+         and fit the paper's data poorly; their re-fit agrees with Approaches 1 and 2. Size with \
+         the rule; read the fit's losses as rough, relative guidance.",
         BETA / (ALPHA + BETA),
         parametric.tokens_per_param,
     );
