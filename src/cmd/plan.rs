@@ -131,12 +131,6 @@ pub fn run(a: PlanArgs) -> Result<()> {
         loss_chunk: a.loss_chunk,
         tokens_per_param: a.tokens_per_param,
     };
-    if req.compute.is_none() && req.hours.is_none() && req.model.is_none() && req.tokens.is_none() {
-        anyhow::bail!(
-            "nothing to plan: give a budget (--compute, or --gpus --gpu-type --hours), a model \
-             (--params, --preset, --model) and/or --tokens; see `tinyllama plan --help`"
-        );
-    }
     let plan = tinyllama_plan::plan(&req)?;
     if a.json {
         emit(&(serde_json::to_string_pretty(&plan)? + "\n"))

@@ -255,6 +255,12 @@ pub fn validate(r: &PlanRequest) -> Result<()> {
         );
     }
     let budget = r.compute.is_some() || r.hours.is_some();
+    if !budget && r.model.is_none() {
+        bail!(
+            "nothing to plan: give a budget (--compute, or --gpus --gpu-type --hours) and/or a \
+             model (--params, --preset or --model); --tokens alone fixes neither"
+        );
+    }
     if budget && r.model.is_some() && r.tokens.is_some() {
         bail!(
             "over-determined: a model and --tokens already fix the compute; drop --compute/--hours \

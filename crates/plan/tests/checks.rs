@@ -380,6 +380,12 @@ fn compute_with_gpus_or_hours_and_other_contradictions_are_clear_errors() {
     });
     assert!(e.contains("over-determined"), "{e}");
     let e = err(PlanRequest {
+        tokens: Some(1e12),
+        gpu_type: Some("H100".into()),
+        ..Default::default()
+    });
+    assert!(e.contains("nothing to plan"), "{e}");
+    let e = err(PlanRequest {
         hours: Some(10.0),
         ..Default::default()
     });
