@@ -20,6 +20,9 @@ struct Cli {
 enum Command {
     /// Show a model's configuration, parameter count, dtype and memory estimate.
     Info(cmd::info::InfoArgs),
+    /// Plan a run before renting GPUs: Chinchilla-optimal size, training FLOPs, time, cost and
+    /// memory per GPU.
+    Plan(Box<cmd::plan::PlanArgs>),
 }
 
 fn main() {
@@ -37,6 +40,7 @@ fn main() {
     }
     let result = match cli.command {
         Command::Info(a) => cmd::info::run(a),
+        Command::Plan(a) => cmd::plan::run(*a),
     };
     if let Err(e) = result {
         // One readable message with its chain of causes; never a backtrace for a user mistake.

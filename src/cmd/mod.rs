@@ -2,3 +2,4 @@
 //! into the library crates.
 
 pub mod info;
+pub mod plan;

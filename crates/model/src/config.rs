@@ -50,21 +50,21 @@ impl ModelConfig {
                 bail!("model config: `{name}` must be positive, got 0");
             }
         }
-        if self.dim % self.n_heads != 0 {
+        if !self.dim.is_multiple_of(self.n_heads) {
             bail!(
                 "model config: hidden_size {} is not divisible by num_attention_heads {}",
                 self.dim,
                 self.n_heads
             );
         }
-        if self.n_heads % self.n_kv_heads != 0 {
+        if !self.n_heads.is_multiple_of(self.n_kv_heads) {
             bail!(
                 "model config: num_attention_heads {} is not a multiple of num_key_value_heads {}",
                 self.n_heads,
                 self.n_kv_heads
             );
         }
-        if self.head_dim() % 2 != 0 {
+        if !self.head_dim().is_multiple_of(2) {
             bail!(
                 "model config: head dimension {} must be even for rotary embeddings",
                 self.head_dim()
