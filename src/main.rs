@@ -18,6 +18,19 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Pre-train a model (no arguments: the embedded demo, end to end).
+    Pretrain(Box<cmd::pretrain::PretrainArgs>),
+    /// Generate a continuation of a prompt with KV-cache decoding.
+    Generate(Box<cmd::generate::GenerateArgs>),
+    /// Evaluate a model.
+    #[command(subcommand)]
+    Eval(cmd::eval::EvalCommand),
+    /// Export a checkpoint.
+    #[command(subcommand)]
+    Export(cmd::export::ExportCommand),
+    /// Measure training and inference speed.
+    #[command(subcommand)]
+    Bench(cmd::bench::BenchCommand),
     /// Show a model's configuration, parameter count, dtype and memory estimate.
     Info(cmd::info::InfoArgs),
     /// Plan a run before renting GPUs: Chinchilla-optimal size, training FLOPs, time, cost and
@@ -40,6 +53,11 @@ fn main() {
     }
     let result = match cli.command {
         Command::Info(a) => cmd::info::run(a),
+        Command::Pretrain(a) => cmd::pretrain::run(*a),
+        Command::Generate(a) => cmd::generate::run(*a),
+        Command::Eval(c) => cmd::eval::run(c),
+        Command::Export(c) => cmd::export::run(c),
+        Command::Bench(c) => cmd::bench::run(c),
         Command::Plan(a) => cmd::plan::run(*a),
     };
     if let Err(e) = result {

@@ -1,0 +1,115 @@
+use anyhow::{bail, Result};
+use clap::Args;
+use std::path::PathBuf;
+use tinyllama_train::config::RunConfig;
+use tinyllama_train::trainer::{train, RunOptions};
+
+#[derive(Args)]
+pub struct PretrainArgs {
+    /// Run configuration (TOML); without it the embedded demo runs end to end.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Continue from the latest checkpoint in the output directory.
+    #[arg(long)]
+    pub resume: bool,
+    /// Override run.out_dir.
+    #[arg(long)]
+    pub out_dir: Option<PathBuf>,
+    /// Override batch.max_steps.
+    #[arg(long)]
+    pub max_steps: Option<u64>,
+    /// Override batch.micro_batch.
+    #[arg(long)]
+    pub micro_batch: Option<usize>,
+    /// Override batch.global_batch (sequences per optimizer step).
+    #[arg(long)]
+    pub global_batch: Option<usize>,
+    /// Override optim.lr.
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Override run.seed.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Override run.device (cpu, cuda[:N]).
+    #[arg(long)]
+    pub device: Option<String>,
+    /// Override run.save_every.
+    #[arg(long)]
+    pub save_every: Option<u64>,
+    /// Override model.preset.
+    #[arg(long)]
+    pub preset: Option<String>,
+    /// Demo only: directory for the demo's data and run (default: demo).
+    #[arg(long, default_value = "demo")]
+    pub demo_dir: PathBuf,
+    /// Demo only: training time budget in seconds.
+    #[arg(long, default_value_t = 240)]
+    pub demo_seconds: u64,
+}
+
+pub fn run(a: PretrainArgs) -> Result<()> {
+    let Some(path) = &a.config else {
+        return super::demo::run(&a.demo_dir, a.demo_seconds, a.seed.unwrap_or(7));
+    };
+    let mut cfg = RunConfig::from_toml_file(path)?;
+    if let Some(v) = &a.out_dir {
+        cfg.run.out_dir = v.clone();
+    }
+    if let Some(v) = a.max_steps {
+        cfg.batch.max_steps = Some(v);
+        cfg.batch.max_tokens = None;
+    }
+    if let Some(v) = a.micro_batch {
+        cfg.batch.micro_batch = v;
+    }
+    if let Some(v) = a.global_batch {
+        cfg.batch.global_batch = v;
+    }
+    if let Some(v) = a.lr {
+        cfg.optim.lr = v;
+        cfg.optim.min_lr = cfg.optim.min_lr.min(v);
+    }
+    if let Some(v) = a.seed {
+        cfg.run.seed = v;
+    }
+    if let Some(v) = &a.device {
+        cfg.run.device = v.clone();
+    }
+    if let Some(v) = a.save_every {
+        cfg.run.save_every = v;
+    }
+    if let Some(v) = &a.preset {
+        cfg.model.preset = Some(v.clone());
+        cfg.model.init_from = None;
+    }
+    if a.resume {
+        cfg.run.resume = true;
+    }
+    let s = train(&cfg, &RunOptions::default())?;
+    if s.steps == 0 {
+        bail!("no steps were run");
+    }
+    println!("run directory   {}", s.run_dir.display());
+    println!("steps / tokens  {} / {}", s.steps, s.tokens);
+    println!(
+        "final loss      {:.4}",
+        s.losses.last().copied().unwrap_or(f64::NAN)
+    );
+    if let Some(v) = s.final_val_loss {
+        println!("validation loss {v:.4}");
+    }
+    if let Some(c) = &s.checkpoint {
+        println!("checkpoint      {}", c.display());
+    }
+    if let Some(e) = &s.export_dir {
+        println!("HF export       {}", e.display());
+    }
+    if let Some(p) = &s.plot_png {
+        println!("loss plot       {} (+ .svg)", p.display());
+    }
+    println!(
+        "metrics         {}",
+        s.run_dir.join("metrics.jsonl").display()
+    );
+    Ok(())
+}
