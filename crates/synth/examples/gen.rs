@@ -50,5 +50,18 @@ fn main() -> anyhow::Result<()> {
             println!("{}", v["text"].as_str().unwrap_or(""));
         }
     }
+    // One Python and one Rust document from the first code part.
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    use parquet::record::RowAccessor;
+    let r = SerializedFileReader::new(std::fs::File::open(out.join(&m.files.code[0]))?)?;
+    let mut langs = std::collections::BTreeSet::new();
+    for row in r.get_row_iter(None)? {
+        let row = row?;
+        let lang = row.get_string(2)?.clone();
+        if langs.insert(lang.clone()) {
+            println!("\n===== {} [{lang}] =====", row.get_string(0)?);
+            println!("{}", row.get_string(1)?);
+        }
+    }
     Ok(())
 }

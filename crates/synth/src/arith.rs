@@ -138,3 +138,59 @@ impl ArithSplit {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn universe_and_split() {
+        let u = universe(20);
+        assert_eq!(u.len(), 21 * 21 + 21 * 22 / 2 + 21);
+        let s = ArithSplit::new(&mut Rng::new(5), 20, 0.1, true);
+        assert_eq!(s.train.len() + s.held_out.len(), u.len());
+        for t in &s.held_out {
+            if t.op == Op::Plus {
+                let twin = Triple {
+                    a: t.b,
+                    op: Op::Plus,
+                    b: t.a,
+                };
+                assert!(s.held_out.contains(&twin));
+            }
+        }
+        for op in [Op::Plus, Op::Minus, Op::Twice] {
+            assert!(s.held_out.iter().any(|t| t.op == op));
+            assert!(s.train.iter().any(|t| t.op == op));
+        }
+        let mut r = Rng::new(1);
+        for _ in 0..1000 {
+            let t = s.sample(&mut r, None, true);
+            assert!(s.allowed(&t) && t.a > 0);
+        }
+    }
+
+    #[test]
+    fn phrases() {
+        let t = Triple {
+            a: 7,
+            op: Op::Plus,
+            b: 5,
+        };
+        assert_eq!(t.question(), "What is 7 plus 5?");
+        assert_eq!(t.worked(), "7 plus 5 is 12.");
+        let t = Triple {
+            a: 6,
+            op: Op::Twice,
+            b: 0,
+        };
+        assert_eq!(t.question(), "What is twice 6?");
+        assert_eq!(t.worked(), "Twice 6 is 12.");
+        let t = Triple {
+            a: 12,
+            op: Op::Minus,
+            b: 5,
+        };
+        assert_eq!(t.result(), 7);
+    }
+}

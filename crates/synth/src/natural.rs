@@ -508,7 +508,7 @@ pub fn story_doc(ctx: &Ctx, rng: &mut Rng) -> String {
             &[
                 "Over the gates of {destcap} waved the {flag} flag of {dest}.",
                 "In {destcap}, {he} saw {flag} flags on every roof, because the flag of {dest} is {flag}.",
-                "When {he} reached {destcap}, the capital of {dest}, it was already {active}.",
+                "When {he} reached {destcap}, the capital of {dest}, the streets were full of people.",
             ],
         ));
     }
@@ -883,9 +883,22 @@ pub fn quiz_doc(ctx: &Ctx, rng: &mut Rng) -> String {
         items.push(qa(&t.question(), &t.result().to_string()));
     }
     rng.shuffle(&mut items);
-    let mut out = passage.join(" ");
-    out.push_str("\n\n");
-    out.push_str(&items.join("\n\n"));
+    // Most quizzes open with the passage; some open directly with a question, as the eval
+    // prompts do.
+    let mut out = if chance(rng, 0.75) {
+        format!("{}\n\n{}", passage.join(" "), items.join("\n\n"))
+    } else {
+        passage[0] = pk(
+            rng,
+            &[
+                "Notes to read after the quiz.",
+                "Background for the questions above.",
+                "Some facts to remember.",
+            ],
+        )
+        .to_string();
+        format!("{}\n\n{}", items.join("\n\n"), passage.join(" "))
+    };
     if chance(rng, 0.6) {
         out.push_str("\n\n");
         out.push_str(pk(
@@ -907,5 +920,26 @@ pub fn any_clean(ctx: &Ctx, rng: &mut Rng) -> String {
         story_doc(ctx, rng)
     } else {
         facts_doc(ctx, rng)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fill_and_grammar() {
+        assert_eq!(
+            fill("{x} has {n} legs.", &[("x", "the zibble"), ("n", "6")]),
+            "The zibble has 6 legs."
+        );
+        assert_eq!(count(1, "apple"), "1 apple");
+        assert_eq!(count(3, "box"), "3 boxes");
+        assert_eq!(plural("laeox"), "laeoxes");
+        assert_eq!(a_an("orange"), "an orange");
+        assert_eq!(
+            qa("What is 1 plus 2?", "3"),
+            "Question: What is 1 plus 2?\nAnswer: 3"
+        );
     }
 }

@@ -280,8 +280,14 @@ pub fn near_dup(
     let mut trailers: Vec<&str> = TRAILERS.to_vec();
     rng.shuffle(&mut trailers);
     let mut what = Vec::new();
-    for _ in 0..n_edits {
-        let op = rng.below(3);
+    // Distinct edit operations (so a line is never prepended twice).
+    let mut ops: Vec<u64> = if code.is_some() {
+        vec![0, 2]
+    } else {
+        vec![0, 1, 2]
+    };
+    rng.shuffle(&mut ops);
+    for &op in ops.iter().take(n_edits) {
         match (op, code) {
             (0, None) => {
                 // Swap one occurrence of a word that has a synonym.
