@@ -188,7 +188,7 @@ space. ARITHMETIC: each eval item is a problem (a, op, b) with op in {plus, minu
 operands in 0..=max_operand. A held-out problem is never written anywhere in the training corpus: \
 not as a 'Question:' drill, not as a word problem, not as a worked step ('a plus b is c', \
 'Twice a is c'), not as a code example; with hold_out_commuted, 'b plus a' is held out together \
-with 'a plus b'. Counting and the other problems are not held out. FACTS: each eval item is a \
+with 'a plus b'. All other problems are training problems. FACTS: each eval item is a \
 (subject, relation) pair from the world. Its answer IS stated declaratively in training text \
 (encyclopedia paragraphs, stories, quiz reading passages, code lookup tables), but its question \
 sentence (e.g. 'What is the capital of Vorlia?') never appears in any training document, in \
