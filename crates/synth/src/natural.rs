@@ -101,14 +101,7 @@ const OBJECTS: &[&str] = &[
     "bead", "ribbon", "candle", "kite", "basket", "spoon", "drum", "hat",
 ];
 
-const FRIEND_WORDS: &[&str] = &[
-    "friend",
-    "cousin",
-    "neighbour",
-    "teacher",
-    "brother",
-    "sister",
-];
+const FRIEND_WORDS: &[&str] = &["friend", "cousin", "neighbour", "teacher", "old friend"];
 const ROLES: &[&str] = &[
     "farmer",
     "baker",
