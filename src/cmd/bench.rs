@@ -31,6 +31,9 @@ pub struct TrainBenchArgs {
     /// Print one JSON line instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Also time every backend op and print where a step's time goes.
+    #[arg(long)]
+    pub profile: bool,
 }
 
 pub fn run(c: BenchCommand) -> Result<()> {
@@ -54,6 +57,22 @@ pub fn run(c: BenchCommand) -> Result<()> {
                     r.step_tok_s, r.step_gflops
                 );
                 println!("peak RSS           {:>10.1} MiB", r.peak_rss_mb);
+            }
+            if a.profile {
+                let p = tinyllama_train::bench::profile_train(&cfg, a.batch, seq, a.steps)?;
+                let total: f64 = p.iter().map(|x| x.1).sum();
+                println!(
+                    "\n{:<28} {:>10} {:>7} {:>6}",
+                    "op (per full step)", "ms", "share", "calls"
+                );
+                for (op, s, calls) in p {
+                    println!(
+                        "{op:<28} {:>10.2} {:>6.1}% {calls:>6}",
+                        s * 1e3,
+                        100.0 * s / total
+                    );
+                }
+                println!("{:<28} {:>10.2}", "total", total * 1e3);
             }
             Ok(())
         }

@@ -7,6 +7,7 @@ pub mod cpu;
 pub mod generate;
 pub mod infer;
 pub mod llama;
+pub mod profile;
 pub mod real;
 pub mod sampling;
 

@@ -39,6 +39,23 @@ pub trait Real:
     /// polynomial (relative error < 2e-7); f64 uses the exact library exp, because the f64 path
     /// exists for finite-difference checks.
     fn exp_shifted_sum(x: &mut [Self], shift: Self) -> Self;
+
+    /// `h = silu(g)·u`; f32 overrides it with a multiversioned SIMD loop.
+    fn silu_mul(h: &mut [Self], g: &[Self], u: &[Self]) {
+        for i in 0..h.len() {
+            let s = Self::ONE / (Self::ONE + (-g[i]).exp());
+            h[i] = g[i] * s * u[i];
+        }
+    }
+
+    /// SwiGLU backward (see `cpu::swiglu`); f32 overrides it.
+    fn silu_mul_bwd(dg: &mut [Self], du: &mut [Self], dh: &[Self], g: &[Self], u: &[Self]) {
+        for i in 0..dg.len() {
+            let s = Self::ONE / (Self::ONE + (-g[i]).exp());
+            du[i] = dh[i] * g[i] * s;
+            dg[i] = dh[i] * u[i] * s * (Self::ONE + g[i] * (Self::ONE - s));
+        }
+    }
 }
 
 impl Real for f32 {
@@ -75,6 +92,12 @@ impl Real for f32 {
     }
     fn exp_shifted_sum(x: &mut [f32], shift: f32) -> f32 {
         crate::cpu::simd::exp_shifted_sum(x, shift)
+    }
+    fn silu_mul(h: &mut [f32], g: &[f32], u: &[f32]) {
+        crate::cpu::simd::silu_mul(h, g, u)
+    }
+    fn silu_mul_bwd(dg: &mut [f32], du: &mut [f32], dh: &[f32], g: &[f32], u: &[f32]) {
+        crate::cpu::simd::silu_mul_bwd(dg, du, dh, g, u)
     }
 }
 

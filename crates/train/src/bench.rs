@@ -6,6 +6,7 @@ use crate::optimizer::{AdamW, AdamWConfig};
 use anyhow::Result;
 use serde::Serialize;
 use std::time::Instant;
+use tinyllama_engine::profile::Profiled;
 use tinyllama_engine::{Activations, Backend, CpuBackend, Llama};
 use tinyllama_model::rng::Rng;
 use tinyllama_model::{HostWeights, ModelConfig};
@@ -31,6 +32,87 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// Everything one benchmark needs, allocated once.
+struct Rig<B: Backend> {
+    model: Llama<B>,
+    acts: Activations<B>,
+    grads: Vec<B::Buf>,
+    opt: AdamW<B>,
+    inputs: Vec<u32>,
+    targets: Vec<i32>,
+}
+
+impl<B: Backend> Rig<B> {
+    fn new(backend: B, cfg: &ModelConfig, batch: usize, seq: usize) -> Result<Self> {
+        let model = Llama::new(backend, &HostWeights::init(cfg, 1))?;
+        let mut rng = Rng::new(2);
+        let n = batch * seq;
+        let inputs = (0..n)
+            .map(|_| rng.below(cfg.vocab_size as u64) as u32)
+            .collect();
+        let targets = (0..n)
+            .map(|_| rng.below(cfg.vocab_size as u64) as i32)
+            .collect();
+        let acts = Activations::new(&model, batch, seq);
+        let grads = model.zero_grads();
+        let opt = AdamW::new(&model, AdamWConfig::default());
+        Ok(Rig {
+            model,
+            acts,
+            grads,
+            opt,
+            inputs,
+            targets,
+        })
+    }
+    fn forward(&mut self) -> Result<()> {
+        self.model
+            .forward_losses(&mut self.acts, &self.inputs, &self.targets)
+            .map(|_| ())
+    }
+    fn forward_backward(&mut self) -> Result<()> {
+        self.model.forward_backward(
+            &mut self.acts,
+            &mut self.grads,
+            &self.inputs,
+            &self.targets,
+            1.0,
+        )?;
+        for g in self.grads.iter_mut() {
+            self.model.backend.fill(g, 0.0);
+        }
+        Ok(())
+    }
+    fn step(&mut self) -> Result<()> {
+        self.model.forward_backward(
+            &mut self.acts,
+            &mut self.grads,
+            &self.inputs,
+            &self.targets,
+            1.0,
+        )?;
+        let norm = AdamW::grad_norm(&self.model, &self.grads);
+        self.opt.update(&mut self.model, &self.grads, 4e-4, norm);
+        for g in self.grads.iter_mut() {
+            self.model.backend.fill(g, 0.0);
+        }
+        Ok(())
+    }
+}
+
+fn time(warmup: usize, steps: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
+    for _ in 0..warmup {
+        f()?;
+    }
+    let mut ts = vec![];
+    for _ in 0..steps.max(1) {
+        let t = Instant::now();
+        f()?;
+        ts.push(t.elapsed().as_secs_f64());
+    }
+    Ok(median(ts))
+}
+
 pub fn bench_train(
     cfg: &ModelConfig,
     batch: usize,
@@ -38,56 +120,14 @@ pub fn bench_train(
     warmup: usize,
     steps: usize,
 ) -> Result<TrainBench> {
-    let host = HostWeights::init(cfg, 1);
-    let mut model = Llama::new(CpuBackend::<f32>::new(), &host)?;
-    let mut rng = Rng::new(2);
-    let n = batch * seq;
-    let inputs: Vec<u32> = (0..n)
-        .map(|_| rng.below(cfg.vocab_size as u64) as u32)
-        .collect();
-    let targets: Vec<i32> = (0..n)
-        .map(|_| rng.below(cfg.vocab_size as u64) as i32)
-        .collect();
-    let mut acts = Activations::new(&model, batch, seq);
-    let mut grads = model.zero_grads();
-    let mut opt = AdamW::new(&model, AdamWConfig::default());
-    let time = |f: &mut dyn FnMut() -> Result<()>| -> Result<f64> {
-        for _ in 0..warmup {
-            f()?;
-        }
-        let mut ts = vec![];
-        for _ in 0..steps.max(1) {
-            let t = Instant::now();
-            f()?;
-            ts.push(t.elapsed().as_secs_f64());
-        }
-        Ok(median(ts))
-    };
-    let fwd = time(&mut || {
-        model
-            .forward_losses(&mut acts, &inputs, &targets)
-            .map(|_| ())
-    })?;
-    let fwd_bwd = time(&mut || {
-        model.forward_backward(&mut acts, &mut grads, &inputs, &targets, 1.0)?;
-        for g in grads.iter_mut() {
-            model.backend.fill(g, 0.0);
-        }
-        Ok(())
-    })?;
-    let step = time(&mut || {
-        model.forward_backward(&mut acts, &mut grads, &inputs, &targets, 1.0)?;
-        let norm = AdamW::grad_norm(&model, &grads);
-        opt.update(&mut model, &grads, 4e-4, norm);
-        for g in grads.iter_mut() {
-            model.backend.fill(g, 0.0);
-        }
-        Ok(())
-    })?;
-    let nt = n as f64;
+    let mut r = Rig::new(CpuBackend::<f32>::new(), cfg, batch, seq)?;
+    let fwd = time(warmup, steps, || r.forward())?;
+    let fwd_bwd = time(warmup, steps, || r.forward_backward())?;
+    let step = time(warmup, steps, || r.step())?;
+    let nt = (batch * seq) as f64;
     Ok(TrainBench {
         implementation: "tinyllama".into(),
-        backend: model.backend.name(),
+        backend: r.model.backend.name(),
         params: cfg.num_params(),
         batch,
         seq,
@@ -98,4 +138,28 @@ pub fn bench_train(
         step_gflops: cfg.train_flops_per_token(seq) * nt / step / 1e9,
         peak_rss_mb: crate::metrics::peak_rss_bytes().unwrap_or(0) as f64 / (1 << 20) as f64,
     })
+}
+
+/// Where a full training step's time goes, per backend op: (op, seconds per step, calls per
+/// step), most expensive first.
+pub fn profile_train(
+    cfg: &ModelConfig,
+    batch: usize,
+    seq: usize,
+    steps: usize,
+) -> Result<Vec<(&'static str, f64, u64)>> {
+    let mut r = Rig::new(Profiled::new(CpuBackend::<f32>::new()), cfg, batch, seq)?;
+    r.step()?;
+    r.model.backend.reset();
+    let steps = steps.max(1);
+    for _ in 0..steps {
+        r.step()?;
+    }
+    let n = steps as f64;
+    Ok(r.model
+        .backend
+        .report()
+        .into_iter()
+        .map(|(k, s, c)| (k, s / n, (c as f64 / n).round() as u64))
+        .collect())
 }

@@ -61,7 +61,10 @@ pub fn level() -> u8 {
 #[inline(always)]
 pub fn exp_f32(x: f32) -> f32 {
     let x = x.clamp(-87.3, 88.7);
-    let n = (x * std::f32::consts::LOG2_E).round();
+    // Round to nearest by adding and subtracting 1.5·2²³ (exact for |v| < 2²²): unlike
+    // `f32::round`, which is a libm call on baseline x86-64, this keeps the loop vectorisable.
+    const MAGIC: f32 = 12_582_912.0;
+    let n = (x * std::f32::consts::LOG2_E + MAGIC) - MAGIC;
     // Two-constant Cody–Waite reduction keeps r accurate.
     let r = x - n * 0.693_359_4 + n * 2.121_944_4e-4;
     let p = 1.0
@@ -115,5 +118,27 @@ mod tests {
         let want: f64 = v.iter().map(|x| ((*x - 2.0) as f64).exp()).sum();
         let got = exp_shifted_sum(&mut v, 2.0);
         assert!(((got as f64) - want).abs() / want < 1e-6);
+    }
+}
+
+multiversion! {
+    /// `h = silu(g) · u` (the SwiGLU forward, f32 fast path).
+    pub fn silu_mul(h: &mut [f32], g: &[f32], u: &[f32]) {
+        for i in 0..h.len().min(g.len()).min(u.len()) {
+            let s = 1.0 / (1.0 + exp_f32(-g[i]));
+            h[i] = g[i] * s * u[i];
+        }
+    }
+}
+
+multiversion! {
+    /// SwiGLU backward, f32 fast path: `dg = dh·u·σ(g)(1 + g(1 − σ(g)))`, `du = dh·silu(g)`.
+    pub fn silu_mul_bwd(dg: &mut [f32], du: &mut [f32], dh: &[f32], g: &[f32], u: &[f32]) {
+        let n = dg.len().min(du.len()).min(dh.len()).min(g.len()).min(u.len());
+        for i in 0..n {
+            let s = 1.0 / (1.0 + exp_f32(-g[i]));
+            du[i] = dh[i] * g[i] * s;
+            dg[i] = dh[i] * u[i] * s * (1.0 + g[i] * (1.0 - s));
+        }
     }
 }

@@ -1,24 +1,16 @@
 //! SwiGLU: `h = silu(g) · u` with `silu(g) = g·σ(g)`; g and u are the gate and up projections.
+//! The loops live in [`Real::silu_mul`] / [`Real::silu_mul_bwd`] so f32 gets a SIMD build.
 
 use crate::real::Real;
 use rayon::prelude::*;
 
 const BLOCK: usize = 4096;
 
-#[inline(always)]
-fn sigmoid<T: Real>(x: T) -> T {
-    T::ONE / (T::ONE + (-x).exp())
-}
-
 pub fn forward<T: Real>(h: &mut [T], g: &[T], u: &[T]) {
     h.par_chunks_mut(BLOCK)
         .zip(g.par_chunks(BLOCK))
         .zip(u.par_chunks(BLOCK))
-        .for_each(|((h, g), u)| {
-            for i in 0..h.len() {
-                h[i] = g[i] * sigmoid(g[i]) * u[i];
-            }
-        });
+        .for_each(|((h, g), u)| T::silu_mul(h, g, u));
 }
 
 /// dg = dh·u·σ(g)(1 + g(1 − σ(g))), du = dh·silu(g).
@@ -30,13 +22,7 @@ pub fn backward<T: Real>(dg: &mut [T], du: &mut [T], dh: &[T], g: &[T], u: &[T])
                 .zip(g.par_chunks(BLOCK))
                 .zip(u.par_chunks(BLOCK)),
         )
-        .for_each(|((dg, du), ((dh, g), u))| {
-            for i in 0..dg.len() {
-                let s = sigmoid(g[i]);
-                du[i] = dh[i] * g[i] * s;
-                dg[i] = dh[i] * u[i] * s * (T::ONE + g[i] * (T::ONE - s));
-            }
-        });
+        .for_each(|((dg, du), ((dh, g), u))| T::silu_mul_bwd(dg, du, dh, g, u));
 }
 
 #[cfg(test)]
