@@ -1,6 +1,6 @@
 //! The end-of-run picture: training and validation loss against tokens seen, and the learning
-//! rate, as PNG and SVG. SVG text needs no font; PNG text uses a system TrueType font when one
-//! is found (otherwise the PNG is drawn without labels and the SVG keeps them).
+//! rate, as PNG and SVG. Text is laid out with a system TrueType font when one is found
+//! (DejaVu, Liberation, Arial); without one the curves are drawn without labels.
 
 use crate::metrics::StepRecord;
 use anyhow::{anyhow, Result};
@@ -25,7 +25,12 @@ fn register_font() -> bool {
         for p in FONT_CANDIDATES {
             if let Ok(bytes) = std::fs::read(p) {
                 let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
-                if plotters::style::register_font("sans-serif", FontStyle::Normal, bytes).is_ok() {
+                // Plotters looks fonts up by family name; some default styles ask for serif or
+                // monospace, so the one font serves all three.
+                let ok = ["sans-serif", "serif", "monospace"].iter().all(|fam| {
+                    plotters::style::register_font(fam, FontStyle::Normal, bytes).is_ok()
+                });
+                if ok {
                     return true;
                 }
             }
@@ -141,22 +146,70 @@ where
     Ok(())
 }
 
-/// Writes `loss.svg` and `loss.png` into `dir`; returns whether the PNG has text labels.
+/// Writes `loss.svg` and `loss.png` into `dir`; returns whether they carry text labels.
 pub fn write(dir: &Path, recs: &[StepRecord]) -> Result<bool> {
     if recs.is_empty() {
         return Ok(false);
     }
     let size = (900, 600);
-    draw(
-        SVGBackend::new(&dir.join("loss.svg"), size).into_drawing_area(),
-        recs,
-        true,
-    )?;
-    let labels = register_font();
-    draw(
-        BitMapBackend::new(&dir.join("loss.png"), size).into_drawing_area(),
+    let mut labels = register_font();
+    let svg = dir.join("loss.svg");
+    let png = dir.join("loss.png");
+    // Text layout can still fail on an unusual font; the curves matter more than the labels,
+    // so such a failure redraws both pictures without text rather than losing them.
+    let drawn = draw(
+        SVGBackend::new(&svg, size).into_drawing_area(),
         recs,
         labels,
-    )?;
+    )
+    .and_then(|_| {
+        draw(
+            BitMapBackend::new(&png, size).into_drawing_area(),
+            recs,
+            labels,
+        )
+    });
+    if let Err(e) = drawn {
+        if !labels {
+            return Err(e);
+        }
+        eprintln!("note: drawing plot labels failed ({e:#}); drawing the curves without text");
+        labels = false;
+        draw(SVGBackend::new(&svg, size).into_drawing_area(), recs, false)?;
+        draw(
+            BitMapBackend::new(&png, size).into_drawing_area(),
+            recs,
+            false,
+        )?;
+    }
     Ok(labels)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[test]
+    fn writes_png_and_svg() {
+        let dir = tempfile::tempdir().unwrap();
+        let recs: Vec<StepRecord> = (0..50)
+            .map(|i| StepRecord {
+                step: i,
+                tokens: (i + 1) * 1000,
+                loss: 5.0 / (1.0 + i as f64 * 0.1),
+                val_loss: (i % 10 == 9).then_some(4.0 / (1.0 + i as f64 * 0.1)),
+                lr: 1e-3 * (i as f64 / 50.0),
+                ..Default::default()
+            })
+            .collect();
+        write(dir.path(), &recs).unwrap();
+        assert!(
+            std::fs::metadata(dir.path().join("loss.png"))
+                .unwrap()
+                .len()
+                > 1000
+        );
+        assert!(std::fs::read_to_string(dir.path().join("loss.svg"))
+            .unwrap()
+            .contains("<svg"));
+    }
 }
