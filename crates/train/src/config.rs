@@ -180,7 +180,8 @@ impl RunConfig {
             .with_context(|| format!("cannot read run config {}", path.display()))?;
         let mut cfg: RunConfig =
             toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-        // Relative paths in the file are relative to the file.
+        // Every relative path in the file (data, init_from, tokenizer, out_dir) is relative to
+        // the file, so a config means the same thing from any working directory.
         let base = path.parent().unwrap_or(Path::new("."));
         let fix = |p: &mut PathBuf| {
             if p.is_relative() && !p.as_os_str().is_empty() {
@@ -196,6 +197,7 @@ impl RunConfig {
         if let Some(p) = cfg.model.tokenizer.as_mut() {
             fix(p);
         }
+        fix(&mut cfg.run.out_dir);
         Ok(cfg)
     }
 
