@@ -181,7 +181,7 @@ pub struct DedupConfig {
     pub rows: Option<usize>,
     pub seed: u64,
     /// Memory the merge stage may use for hashes before spilling to disk.
-    pub memory_budget_mb: u64,
+    pub memory_budget_mb: f64,
 }
 
 impl Default for DedupConfig {
@@ -194,7 +194,7 @@ impl Default for DedupConfig {
             bands: None,
             rows: None,
             seed: 1,
-            memory_budget_mb: 4096,
+            memory_budget_mb: 4096.0,
         }
     }
 }
@@ -397,8 +397,8 @@ impl PipelineConfig {
         if self.dedup.near || self.dedup.exact {
             self.dedup.minhash().context("in [dedup]")?;
         }
-        if self.dedup.memory_budget_mb == 0 {
-            bail!("dedup.memory_budget_mb must be at least 1");
+        if self.dedup.memory_budget_mb.is_nan() || self.dedup.memory_budget_mb <= 0.0 {
+            bail!("dedup.memory_budget_mb must be a positive number of megabytes");
         }
         if self.ingest.max_record_mb == 0 || self.ingest.batch_docs == 0 {
             bail!("ingest.max_record_mb and ingest.batch_docs must be at least 1");

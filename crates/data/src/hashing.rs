@@ -47,6 +47,9 @@ impl Hasher for IdHasher {
     fn write_u64(&mut self, n: u64) {
         self.0 = n;
     }
+    fn write_u128(&mut self, n: u128) {
+        self.0 = n as u64 ^ (n >> 64) as u64;
+    }
 }
 
 pub type IdBuildHasher = BuildHasherDefault<IdHasher>;

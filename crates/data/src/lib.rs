@@ -9,15 +9,23 @@
 //!
 //! `docs/data.md` describes the commands, the configuration and the on-disk layout.
 
+pub mod benchcorpus;
 pub mod config;
+pub mod dedup;
 pub mod document;
 pub mod filters;
 pub mod hashing;
 pub mod ingest;
+pub mod inspect;
 pub mod normalize;
 pub mod packed;
+pub mod pipeline;
 pub mod progress;
+pub mod report;
 pub mod stats;
+pub mod tokenizer_train;
 
 pub use config::PipelineConfig;
 pub use document::Document;
+pub use pipeline::{run, run_stage, run_with, RunOptions, Stage};
+pub use report::Report;

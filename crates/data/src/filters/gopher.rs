@@ -476,8 +476,10 @@ mod tests {
             run(&q, &long_words),
             Some("gopher_quality/above_avg_word_length")
         );
-        let mut skip = GopherQualityConfig::default();
-        skip.skip = vec!["short_doc".into(), "too_few_stop_words".into()];
+        let skip = GopherQualityConfig {
+            skip: vec!["short_doc".into(), "too_few_stop_words".into()],
+            ..Default::default()
+        };
         let q2 = GopherQuality::new(&skip);
         assert_eq!(run(&q2, "the cat and the dog"), None);
     }
