@@ -1,9 +1,12 @@
-//! The embedded demo (`tinyllama pretrain` with no arguments); assembled from the synthetic
-//! corpus generator, the data pipeline, the trainer and the evaluator.
+//! `tinyllama pretrain` with no arguments: the embedded demo (see `tinyllama_demo`).
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use std::path::Path;
+use tinyllama_demo::{describe, run as run_demo, DemoOptions};
 
-pub fn run(_dir: &Path, _seconds: u64, _seed: u64) -> Result<()> {
-    bail!("the embedded demo is not assembled in this build yet; pass --config RUN.toml")
+pub fn run(dir: &Path, steps: u64, seed: u64) -> Result<()> {
+    let opts = DemoOptions { seed, steps, ..DemoOptions::new(dir) };
+    let s = run_demo(&opts)?;
+    println!("{}", describe(&s, dir));
+    Ok(())
 }

@@ -42,14 +42,14 @@ pub struct PretrainArgs {
     /// Demo only: directory for the demo's data and run (default: demo).
     #[arg(long, default_value = "demo")]
     pub demo_dir: PathBuf,
-    /// Demo only: training time budget in seconds.
-    #[arg(long, default_value_t = 240)]
-    pub demo_seconds: u64,
+    /// Demo only: optimizer steps (of 8 × 256 tokens).
+    #[arg(long, default_value_t = 600)]
+    pub demo_steps: u64,
 }
 
 pub fn run(a: PretrainArgs) -> Result<()> {
     let Some(path) = &a.config else {
-        return super::demo::run(&a.demo_dir, a.demo_seconds, a.seed.unwrap_or(7));
+        return super::demo::run(&a.demo_dir, a.demo_steps, a.seed.unwrap_or(7));
     };
     let mut cfg = RunConfig::from_toml_file(path)?;
     if let Some(v) = &a.out_dir {

@@ -93,9 +93,9 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary> {
     stage(opts, 1, "synthetic corpus: stories, facts, arithmetic, code — with planted duplicates, junk and offensive documents");
     let raw = dir.join("raw");
     let synth = tinyllama_synth::generate(&SynthConfig { seed: opts.seed, ..SynthConfig::default() }, &raw)?;
-    let corpus_docs: u64 = synth.counts.values().map(|c| c.total()).sum();
     if !opts.quiet {
-        eprintln!("{corpus_docs} documents written to {} (ground truth in manifest.json)", raw.display());
+        let bytes: usize = synth.text_bytes.values().sum();
+        eprintln!("{:.1} MB of text written to {} (ground truth in manifest.json)", bytes as f64 / 1e6, raw.display());
     }
 
     stage(opts, 2, "data pipeline: tokenizer training, quality and offensive-content filters, exact and near dedup, packing");
@@ -116,6 +116,10 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary> {
     // lines of the quiz documents; the other quality rules apply.
     let mut nat_filters = FiltersConfig::all_quality();
     nat_filters.c4.enabled = false;
+    // Gopher counts punctuation tokens as words, so at its 0.8 default the number-dense
+    // arithmetic drills fail "words with a letter"; 0.5 still rejects symbol soup and number
+    // tables.
+    nat_filters.gopher_quality.min_alpha_words_ratio = 0.5;
     nat_filters.wordlist.enabled = true;
     nat_filters.wordlist.files = vec![raw.join("blocklist.txt")];
     nat_filters.url_blocklist.enabled = true;
@@ -142,6 +146,7 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary> {
         eprintln!("{}", qa::planted_summary(&synth, &report));
     }
     let kept_docs: u64 = report.sources.iter().map(|s| s.docs_out).sum();
+    let corpus_docs = report.scan.docs_in;
 
     stage(opts, 3, "pre-training a 5M-parameter Llama on CPU");
     let spec = |split: &str, s: &tinyllama_data::report::SourceReport| SourceSpec {
@@ -195,7 +200,13 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary> {
             eos: Some(host.config.eos_id),
         };
         let (out, _) = generate(&model, &ids, &params, |_| true)?;
-        samples.push((p, tokenizer.decode(&out)?));
+        // Decode prompt and continuation together: decoding the continuation alone would drop
+        // its leading space (the ▁ word-boundary rule).
+        let prompt_text = tokenizer.decode(&ids)?;
+        let mut all = ids.clone();
+        all.extend(&out);
+        let text = tokenizer.decode(&all)?;
+        samples.push((p, text.get(prompt_text.len()..).unwrap_or("").to_string()));
     }
     let s = DemoSummary {
         corpus_docs,
