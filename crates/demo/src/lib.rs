@@ -33,7 +33,13 @@ pub struct DemoOptions {
 
 impl DemoOptions {
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        DemoOptions { dir: dir.into(), seed: 7, steps: 600, vocab_size: 4096, quiet: false }
+        DemoOptions {
+            dir: dir.into(),
+            seed: 7,
+            steps: 600,
+            vocab_size: 4096,
+            quiet: false,
+        }
     }
 }
 
@@ -86,25 +92,57 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary> {
     let dir = &opts.dir;
     // A fresh demo every time: its directory is its own.
     if dir.join("demo.json").exists() || dir.join("raw").exists() {
-        std::fs::remove_dir_all(dir).with_context(|| format!("cannot clear the previous demo in {}", dir.display()))?;
+        std::fs::remove_dir_all(dir)
+            .with_context(|| format!("cannot clear the previous demo in {}", dir.display()))?;
     }
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
 
     stage(opts, 1, "synthetic corpus: stories, facts, arithmetic, code — with planted duplicates, junk and offensive documents");
     let raw = dir.join("raw");
-    let synth = tinyllama_synth::generate(&SynthConfig { seed: opts.seed, ..SynthConfig::default() }, &raw)?;
+    let synth = tinyllama_synth::generate(
+        &SynthConfig {
+            seed: opts.seed,
+            ..SynthConfig::default()
+        },
+        &raw,
+    )?;
     if !opts.quiet {
         let bytes: usize = synth.text_bytes.values().sum();
-        eprintln!("{:.1} MB of text written to {} (ground truth in manifest.json)", bytes as f64 / 1e6, raw.display());
+        eprintln!(
+            "{:.1} MB of text written to {} (ground truth in manifest.json)",
+            bytes as f64 / 1e6,
+            raw.display()
+        );
     }
 
     stage(opts, 2, "data pipeline: tokenizer training, quality and offensive-content filters, exact and near dedup, packing");
     let natural = raw.join("natural/*.jsonl.zst").display().to_string();
     let code = raw.join("code/*.parquet").display().to_string();
-    let (mut texts, _) = tokenizer_train::sample_inputs(&[natural.clone()], Format::Auto, "text", 4 << 20, opts.seed, opts.quiet)?;
-    let (code_texts, _) = tokenizer_train::sample_inputs(&[code.clone()], Format::Auto, "content", 2 << 20, opts.seed, opts.quiet)?;
+    let (mut texts, _) = tokenizer_train::sample_inputs(
+        std::slice::from_ref(&natural),
+        Format::Auto,
+        "text",
+        4 << 20,
+        opts.seed,
+        opts.quiet,
+    )?;
+    let (code_texts, _) = tokenizer_train::sample_inputs(
+        std::slice::from_ref(&code),
+        Format::Auto,
+        "content",
+        2 << 20,
+        opts.seed,
+        opts.quiet,
+    )?;
     texts.extend(code_texts);
-    let tok = tokenizer_train::train(&texts, &tokenizer_train::TrainOptions { vocab_size: opts.vocab_size, seed: opts.seed, ..Default::default() })?;
+    let tok = tokenizer_train::train(
+        &texts,
+        &tokenizer_train::TrainOptions {
+            vocab_size: opts.vocab_size,
+            seed: opts.seed,
+            ..Default::default()
+        },
+    )?;
     let tok_dir = dir.join("tokenizer");
     tokenizer_train::save(&tok, &tok_dir)?;
     let tok_path = tok_dir.join("tokenizer.json");
@@ -161,7 +199,12 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary> {
     rc.model.tokenizer = Some(tok_path.clone());
     rc.data.seq_len = 256;
     rc.data.train = report.sources.iter().map(|s| spec("train", s)).collect();
-    rc.data.val = report.sources.iter().filter(|s| s.val_tokens > 257).map(|s| spec("validation", s)).collect();
+    rc.data.val = report
+        .sources
+        .iter()
+        .filter(|s| s.val_tokens > 257)
+        .map(|s| spec("validation", s))
+        .collect();
     rc.optim.lr = 2e-3;
     rc.optim.min_lr = 2e-4;
     rc.optim.warmup_steps = 30;
@@ -175,16 +218,31 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary> {
     rc.run.eval_sequences = 48;
     rc.run.save_every = (opts.steps / 3).max(1);
     rc.run.log_every = 25;
-    let summary = train(&rc, &RunOptions { quiet: opts.quiet, ..Default::default() })?;
-    let val_loss = summary.final_val_loss.context("the demo's validation split is empty")?;
+    let summary = train(
+        &rc,
+        &RunOptions {
+            quiet: opts.quiet,
+            ..Default::default()
+        },
+    )?;
+    let val_loss = summary
+        .final_val_loss
+        .context("the demo's validation split is empty")?;
     let unigram_loss = unigram_baseline(&rc.data.train, &rc.data.val, opts.vocab_size)?;
 
-    stage(opts, 4, "evaluation on held-out questions (answers known to the generator)");
-    let ckpt = summary.checkpoint.clone().context("no checkpoint written")?;
+    stage(
+        opts,
+        4,
+        "evaluation on held-out questions (answers known to the generator)",
+    );
+    let ckpt = summary
+        .checkpoint
+        .clone()
+        .context("no checkpoint written")?;
     let host = tinyllama_model::hf::load_dir(&ckpt)?;
     let tokenizer = Tokenizer::load(&tok_path, host.config.bos_id, host.config.eos_id)?;
     let model = Llama::new(CpuBackend::<f32>::new(), &host)?;
-    let items = tinyllama_synth::load_eval_qa(&raw.join("eval_qa.jsonl"))?;
+    let items = tinyllama_synth::load_eval_qa(raw.join("eval_qa.jsonl"))?;
     let qa = qa::evaluate(&model, &tokenizer, &items)?;
 
     stage(opts, 5, "samples, export and summary");
@@ -195,7 +253,13 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary> {
         ids.extend(tokenizer.encode(&p)?);
         let params = GenerateParams {
             max_new_tokens: 48,
-            sampling: SamplingParams { temperature: 0.6, top_k: 40, top_p: 0.95, min_p: 0.0, repetition_penalty: 1.0 },
+            sampling: SamplingParams {
+                temperature: 0.6,
+                top_k: 40,
+                top_p: 0.95,
+                min_p: 0.0,
+                repetition_penalty: 1.0,
+            },
             seed: opts.seed,
             eos: Some(host.config.eos_id),
         };
@@ -204,7 +268,7 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary> {
         // its leading space (the ▁ word-boundary rule).
         let prompt_text = tokenizer.decode(&ids)?;
         let mut all = ids.clone();
-        all.extend(&out);
+        all.extend(out.iter().copied());
         let text = tokenizer.decode(&all)?;
         samples.push((p, text.get(prompt_text.len()..).unwrap_or("").to_string()));
     }
@@ -228,7 +292,11 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary> {
 fn toml_from_defaults() -> RunConfig {
     RunConfig {
         model: Default::default(),
-        data: tinyllama_train::config::DataSection { train: vec![], val: vec![], seq_len: 256 },
+        data: tinyllama_train::config::DataSection {
+            train: vec![],
+            val: vec![],
+            seq_len: 256,
+        },
         optim: Default::default(),
         batch: Default::default(),
         run: Default::default(),
@@ -238,14 +306,23 @@ fn toml_from_defaults() -> RunConfig {
 /// The closing summary printed by the CLI.
 pub fn describe(s: &DemoSummary, dir: &Path) -> String {
     let mut o = String::new();
-    o += &format!("\nheld-out loss {:.3} nats/token vs unigram baseline {:.3} ({:.1}× lower perplexity)\n", s.val_loss, s.unigram_loss, (s.unigram_loss - s.val_loss).exp());
+    o += &format!(
+        "\nheld-out loss {:.3} nats/token vs unigram baseline {:.3} ({:.1}× lower perplexity)\n",
+        s.val_loss,
+        s.unigram_loss,
+        (s.unigram_loss - s.val_loss).exp()
+    );
     o += &format!("{}\n", s.qa.table());
     o += "samples (temperature 0.6):\n";
     for (p, c) in &s.samples {
         o += &format!("  » {}{}\n", p.replace('\n', "⏎"), c.replace('\n', "⏎"));
     }
     o += &format!("\ncorpus            {}\n", dir.join("raw").display());
-    o += &format!("packed shards     {} ({} training tokens)\n", dir.join("data").display(), s.train_tokens);
+    o += &format!(
+        "packed shards     {} ({} training tokens)\n",
+        dir.join("data").display(),
+        s.train_tokens
+    );
     o += &format!("run (checkpoints, metrics.jsonl) {}\n", s.run_dir.display());
     if let Some(p) = &s.plot {
         o += &format!("loss plot         {} (+ loss.svg)\n", p.display());

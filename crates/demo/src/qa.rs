@@ -30,7 +30,8 @@ pub struct QaResult {
 
 impl QaResult {
     pub fn overall(&self) -> f64 {
-        (self.arithmetic.correct + self.fact.correct) as f64 / (self.arithmetic.n + self.fact.n).max(1) as f64
+        (self.arithmetic.correct + self.fact.correct) as f64
+            / (self.arithmetic.n + self.fact.n).max(1) as f64
     }
     pub fn table(&self) -> String {
         format!(
@@ -53,7 +54,9 @@ fn loglik<B: Backend>(model: &Llama<B>, ctx: &[u32], cont: &[u32]) -> Result<f64
     seq.extend_from_slice(cont);
     let n = seq.len() - 1;
     let inputs = &seq[..n];
-    let targets: Vec<i32> = (1..=n).map(|j| if j >= ctx.len() { seq[j] as i32 } else { -100 }).collect();
+    let targets: Vec<i32> = (1..=n)
+        .map(|j| if j >= ctx.len() { seq[j] as i32 } else { -100 })
+        .collect();
     let mut acts = Activations::new(model, 1, n);
     let losses = model.forward_losses(&mut acts, inputs, &targets)?;
     Ok(-losses.iter().map(|&x| x as f64).sum::<f64>())
@@ -63,8 +66,15 @@ fn loglik<B: Backend>(model: &Llama<B>, ctx: &[u32], cont: &[u32]) -> Result<f64
 /// the packed shards follow an EOS, so the context starts with one. Question and choice are
 /// tokenised together (a choice's leading space belongs to its first token) and the
 /// continuation is whatever follows the question's own tokens.
-pub fn evaluate<B: Backend>(model: &Llama<B>, tok: &Tokenizer, items: &[QaItem]) -> Result<QaResult> {
-    let mut r = QaResult { chance: 0.25, ..Default::default() };
+pub fn evaluate<B: Backend>(
+    model: &Llama<B>,
+    tok: &Tokenizer,
+    items: &[QaItem],
+) -> Result<QaResult> {
+    let mut r = QaResult {
+        chance: 0.25,
+        ..Default::default()
+    };
     for it in items {
         let q = tok.encode(&it.question)?;
         let mut best = (f64::NEG_INFINITY, 0);
@@ -97,8 +107,20 @@ pub fn planted_summary(m: &Manifest, report: &Report) -> String {
     let dups_planted = count(PlantedKind::ExactDup) + count(PlantedKind::NearDup);
     let removed = report.dedup.exact_duplicates.docs + report.dedup.near_duplicates.docs;
     let rejected: u64 = report.scan.rejected.values().map(|r| r.docs).sum();
-    let offensive: u64 = report.scan.rejected.iter().filter(|(k, _)| k.contains("wordlist")).map(|(_, r)| r.docs).sum();
-    let urls: u64 = report.scan.rejected.iter().filter(|(k, _)| k.contains("url")).map(|(_, r)| r.docs).sum();
+    let offensive: u64 = report
+        .scan
+        .rejected
+        .iter()
+        .filter(|(k, _)| k.contains("wordlist"))
+        .map(|(_, r)| r.docs)
+        .sum();
+    let urls: u64 = report
+        .scan
+        .rejected
+        .iter()
+        .filter(|(k, _)| k.contains("url"))
+        .map(|(_, r)| r.docs)
+        .sum();
     format!(
         "ground truth vs pipeline: {} planted duplicates ({} exact, {} near) → {} removed by dedup; \
          {} junk + {} offensive + {} blocked-URL documents planted → {} rejected by filters \

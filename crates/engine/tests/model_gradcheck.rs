@@ -17,6 +17,7 @@ fn batch(cfg: &ModelConfig, b: usize, t: usize, seed: u64) -> (Vec<u32>, Vec<i32
     (inputs, targets)
 }
 
+#[allow(clippy::needless_range_loop)]
 fn check_config(cfg: ModelConfig) {
     let (b, t) = (2, 6);
     let host = HostWeights::init(&cfg, 5);

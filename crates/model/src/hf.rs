@@ -307,6 +307,19 @@ pub fn save_dir(w: &HostWeights, dir: &Path, dtype: SaveDtype, shard_bytes: usiz
     Ok(())
 }
 
+/// The dtype of the first tensor of a safetensors file, for display.
+pub fn stored_dtype(file: &Path) -> Result<String> {
+    let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let (_, meta) = SafeTensors::read_metadata(&bytes)
+        .with_context(|| format!("{} is not a valid safetensors file", file.display()))?;
+    Ok(meta
+        .tensors()
+        .values()
+        .next()
+        .map(|t| format!("{:?}", t.dtype).to_lowercase())
+        .unwrap_or_else(|| "none".into()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -378,17 +391,4 @@ mod tests {
         let e = format!("{:#}", load_dir(dir.path()).unwrap_err());
         assert!(e.contains("model.safetensors"), "{e}");
     }
-}
-
-/// The dtype of the first tensor of a safetensors file, for display.
-pub fn stored_dtype(file: &Path) -> Result<String> {
-    let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
-    let (_, meta) = SafeTensors::read_metadata(&bytes)
-        .with_context(|| format!("{} is not a valid safetensors file", file.display()))?;
-    Ok(meta
-        .tensors()
-        .values()
-        .next()
-        .map(|t| format!("{:?}", t.dtype).to_lowercase())
-        .unwrap_or_else(|| "none".into()))
 }

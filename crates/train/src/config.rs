@@ -235,7 +235,7 @@ impl RunConfig {
             bail!("[batch]: micro_batch and global_batch must be positive");
         }
         let per_pass = b.micro_batch * world;
-        if b.global_batch % per_pass != 0 {
+        if !b.global_batch.is_multiple_of(per_pass) {
             bail!(
                 "[batch]: global_batch {} is not a multiple of micro_batch {} × {world} rank(s)",
                 b.global_batch,
@@ -256,7 +256,7 @@ impl RunConfig {
 
     pub fn schedule(&self) -> Result<Schedule> {
         let o = &self.optim;
-        if !(o.lr > 0.0) || o.min_lr < 0.0 || o.min_lr > o.lr {
+        if o.lr.is_nan() || o.lr <= 0.0 || o.min_lr < 0.0 || o.min_lr > o.lr {
             bail!(
                 "[optim]: need 0 <= min_lr <= lr and lr > 0 (got lr {}, min_lr {})",
                 o.lr,
