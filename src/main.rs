@@ -20,6 +20,10 @@ struct Cli {
 enum Command {
     /// Show a model's configuration, parameter count, dtype and memory estimate.
     Info(cmd::info::InfoArgs),
+    /// Data pipeline: prepare (end to end), filter, dedup, tokenize, inspect, bench.
+    Data(cmd::data::DataArgs),
+    /// Tokenizer training.
+    Tokenizer(cmd::tokenizer::TokenizerArgs),
 }
 
 fn main() {
@@ -37,6 +41,8 @@ fn main() {
     }
     let result = match cli.command {
         Command::Info(a) => cmd::info::run(a),
+        Command::Data(a) => cmd::data::run(a),
+        Command::Tokenizer(a) => cmd::tokenizer::run(a),
     };
     if let Err(e) = result {
         // One readable message with its chain of causes; never a backtrace for a user mistake.
