@@ -36,6 +36,10 @@ enum Command {
     /// Plan a run before renting GPUs: Chinchilla-optimal size, training FLOPs, time, cost and
     /// memory per GPU.
     Plan(Box<cmd::plan::PlanArgs>),
+    /// Data pipeline: prepare (end to end), filter, dedup, tokenize, inspect, bench.
+    Data(cmd::data::DataArgs),
+    /// Tokenizer training.
+    Tokenizer(cmd::tokenizer::TokenizerArgs),
 }
 
 fn main() {
@@ -59,6 +63,8 @@ fn main() {
         Command::Export(c) => cmd::export::run(c),
         Command::Bench(c) => cmd::bench::run(c),
         Command::Plan(a) => cmd::plan::run(*a),
+        Command::Data(a) => cmd::data::run(a),
+        Command::Tokenizer(a) => cmd::tokenizer::run(a),
     };
     if let Err(e) = result {
         // One readable message with its chain of causes; never a backtrace for a user mistake.

@@ -29,3 +29,5 @@ pub fn progress_bar(len: u64, what: &str) -> ProgressBar {
     b.set_prefix(what.to_string());
     b
 }
+pub mod data;
+pub mod tokenizer;

@@ -9,6 +9,7 @@
 //!
 //! `docs/data.md` describes the commands, the configuration and the on-disk layout.
 
+pub mod bench;
 pub mod benchcorpus;
 pub mod config;
 pub mod dedup;
