@@ -9,7 +9,9 @@ pub mod infer;
 pub mod llama;
 pub mod real;
 pub mod sampling;
+pub mod score;
 
 pub use backend::{AttnShape, Backend};
 pub use cpu::CpuBackend;
 pub use llama::{Activations, Llama};
+pub use score::{RowTarget, TokenScore};
