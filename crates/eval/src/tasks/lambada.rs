@@ -1,0 +1,69 @@
+//! LAMBADA (OpenAI's detokenised test set, the harness's `lambada_openai`): the context is the
+//! passage up to its last space and the continuation `" " + last word`. Scored by whether
+//! greedy decoding reproduces every token of the word (`acc`) and by the perplexity
+//! `exp(−mean per-passage log-likelihood of the word)`.
+//!
+//! Layouts: HF rows `text`; llm-foundry rows `context`, `continuation` (the passage already
+//! split, the word without its space).
+
+use super::read::Fields;
+use super::{Item, Layout, Request};
+use serde_json::{Map, Value};
+
+fn item(context: &str, continuation: String) -> Item {
+    Item {
+        choice_chars: vec![continuation.chars().count()],
+        requests: vec![Request {
+            context: context.to_string(),
+            continuation,
+        }],
+        gold: 0,
+    }
+}
+
+pub fn row(row: &Map<String, Value>) -> Result<(Item, Layout), String> {
+    if row.contains_key("text") {
+        let text = row.str_field("text")?;
+        let (context, word) = text
+            .rsplit_once(' ')
+            .ok_or("field `text` has no space before a last word")?;
+        return Ok((item(context, format!(" {word}")), Layout::HuggingFace));
+    }
+    if row.contains_key("context") {
+        let context = row.str_field("context")?;
+        let word = row.str_field("continuation")?;
+        // The space belongs to the continuation; do not add a second one.
+        let spaced =
+            context.ends_with(char::is_whitespace) || word.starts_with(char::is_whitespace);
+        let cont = if spaced {
+            word.to_string()
+        } else {
+            format!(" {word}")
+        };
+        return Ok((item(context, cont), Layout::Foundry));
+    }
+    Err(
+        "neither a Hugging Face LAMBADA row (text) nor an llm-foundry row (context, continuation)"
+            .into(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layouts_agree() {
+        let hf: Map<String, Value> =
+            serde_json::from_str(r#"{"text": "He rang the bell twice"}"#).unwrap();
+        let lf: Map<String, Value> =
+            serde_json::from_str(r#"{"context": "He rang the bell", "continuation": "twice"}"#)
+                .unwrap();
+        let (a, _) = row(&hf).unwrap();
+        assert_eq!(a, row(&lf).unwrap().0);
+        assert_eq!(a.requests[0].context, "He rang the bell");
+        assert_eq!(a.requests[0].continuation, " twice");
+        let one_word: Map<String, Value> = serde_json::from_str(r#"{"text": "word"}"#).unwrap();
+        assert!(row(&one_word).is_err());
+    }
+}
