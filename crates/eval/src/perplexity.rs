@@ -96,8 +96,8 @@ mod tests {
             for &(start, first, last) in &ws {
                 assert!(last - start <= w, "window too long: {start}..{last}");
                 assert!(start < first && first <= last);
-                for j in first..=last {
-                    scored[j] += 1;
+                for s in &mut scored[first..=last] {
+                    *s += 1;
                 }
             }
             assert_eq!(scored[0], 0);

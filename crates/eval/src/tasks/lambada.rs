@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 
 fn item(context: &str, continuation: String) -> Item {
     Item {
-        choice_chars: vec![continuation.chars().count()],
+        choice_chars: vec![continuation.trim_start().chars().count()],
         requests: vec![Request {
             context: context.to_string(),
             continuation,

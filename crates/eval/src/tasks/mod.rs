@@ -123,7 +123,8 @@ impl Task {
         }
     }
 
-    fn parse_row(self, row: &read::Row) -> Result<(Item, Layout), String> {
+    /// One JSON row of this task, in either layout.
+    pub fn parse_row(self, row: &read::Row) -> Result<(Item, Layout), String> {
         match self {
             Task::Hellaswag => hellaswag::row(row),
             Task::Openbookqa => questions::openbookqa(row),
