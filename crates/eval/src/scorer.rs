@@ -19,6 +19,7 @@ use anyhow::{bail, Result};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::str::FromStr;
+use tinyllama_engine::infer::KvCache;
 use tinyllama_engine::{Backend, Llama, RowTarget, TokenScore};
 
 /// A tokenised request; `continuation` must be non-empty.
@@ -161,42 +162,65 @@ fn shared<B: Backend>(
         for (&r, s) in owners.iter().zip(scores) {
             sums.add(r, s);
         }
-        // Continuations of two or more tokens: one forked cache slot each, one batched pass.
-        let mut slots = vec![];
-        let mut longer = vec![];
+        // Continuations of two or more tokens: one forked cache slot each. Sorted by length
+        // and cut where the length drops below 3/4 of a pass's longest, so that padding stays
+        // under a quarter of each pass (PIQA's answers range from a few tokens to hundreds).
+        let mut longer: Vec<(usize, usize)> = vec![];
         for (slot, (_, members)) in bucket.iter().enumerate() {
             for &r in members.iter().filter(|&&r| reqs[r].1.len() > 1) {
-                slots.push(slot);
-                longer.push(r);
+                longer.push((slot, r));
             }
         }
-        if !longer.is_empty() {
-            let m = longer.iter().map(|&r| reqs[r].1.len() - 1).max().unwrap();
-            let mut forked = model.fork_cache(&cache, &slots, len + m)?;
-            let mut tokens = vec![PAD; longer.len() * m];
-            let mut targets = vec![];
-            let mut owners = vec![];
-            for (s, &r) in longer.iter().enumerate() {
-                let cont = reqs[r].1;
-                tokens[s * m..s * m + cont.len() - 1].copy_from_slice(&cont[..cont.len() - 1]);
-                for (j, &t) in cont[1..].iter().enumerate() {
-                    targets.push(RowTarget {
-                        row: s * m + j,
-                        token: t,
-                    });
-                    owners.push(r);
-                }
-            }
-            let scores = model.score_cached(&mut forked, &tokens, m, &targets)?;
-            for (&r, s) in owners.iter().zip(scores) {
-                sums.add(r, s);
-            }
+        longer.sort_by_key(|&(_, r)| std::cmp::Reverse(reqs[r].1.len()));
+        let mut rest = &longer[..];
+        while let Some(&(_, first)) = rest.first() {
+            let m = reqs[first].1.len() - 1;
+            let k = rest
+                .iter()
+                .take_while(|&&(_, r)| 4 * (reqs[r].1.len() - 1) >= 3 * m)
+                .count();
+            continue_forked(model, &cache, len, &rest[..k], reqs, &mut sums)?;
+            rest = &rest[k..];
         }
         done += bucket.iter().map(|(_, m)| m.len()).sum::<usize>();
         progress(done);
         start = end;
     }
     Ok(sums.0)
+}
+
+/// Scores continuations (`(slot of cache, request)`, longest first) from a forked cache
+/// whose slots hold their contexts of `len` tokens: tokens 2.. of each, in one pass.
+fn continue_forked<B: Backend>(
+    model: &Llama<B>,
+    cache: &KvCache<B>,
+    len: usize,
+    conts: &[(usize, usize)],
+    reqs: &[(&[u32], &[u32])],
+    sums: &mut Sums,
+) -> Result<()> {
+    let m = reqs[conts[0].1].1.len() - 1;
+    let slots: Vec<usize> = conts.iter().map(|&(slot, _)| slot).collect();
+    let mut forked = model.fork_cache(cache, &slots, len + m)?;
+    let mut tokens = vec![PAD; conts.len() * m];
+    let mut targets = vec![];
+    let mut owners = vec![];
+    for (s, &(_, r)) in conts.iter().enumerate() {
+        let cont = reqs[r].1;
+        tokens[s * m..s * m + cont.len() - 1].copy_from_slice(&cont[..cont.len() - 1]);
+        for (j, &t) in cont[1..].iter().enumerate() {
+            targets.push(RowTarget {
+                row: s * m + j,
+                token: t,
+            });
+            owners.push(r);
+        }
+    }
+    let scores = model.score_cached(&mut forked, &tokens, m, &targets)?;
+    for (&r, s) in owners.iter().zip(scores) {
+        sums.add(r, s);
+    }
+    Ok(())
 }
 
 fn batched<B: Backend>(
