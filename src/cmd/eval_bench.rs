@@ -49,10 +49,13 @@ pub struct EvalBenchArgs {
     /// Contexts (or sequences with --strategy batched) per forward pass.
     #[arg(long, default_value_t = 16)]
     pub batch_size: usize,
+    /// shared or batched (see `eval tasks --help`).
     #[arg(long, default_value = "shared")]
     pub strategy: Strategy,
+    /// never, always or auto (see `eval tasks --help`).
     #[arg(long, default_value = "never")]
     pub bos: BosPolicy,
+    /// joint or separate (see `eval tasks --help`).
     #[arg(long, default_value = "joint")]
     pub encoding: Encoding,
     /// Device to run on.

@@ -7,11 +7,13 @@
 //! - `separate` (older harness releases): context and continuation are encoded on their own and
 //!   concatenated. With a SentencePiece tokenizer `" yes"` then starts with an extra `▁` token.
 //!
-//! BOS: `never` (the default; harness 0.4 encodes with `add_special_tokens=False` for causal
-//! models), `always` (`add_bos_token=True`), or `auto`: whatever the tokenizer's own
-//! post-processor adds (`add_special_tokens=True`, which for Llama tokenizers is `<s>`). A BOS
-//! goes before the context only. An empty context is replaced by BOS whatever the policy, as
-//! the harness scores an empty context after its prefix token.
+//! BOS: `never` (the default; harness 0.4.0 and the releases after it encode with
+//! `add_special_tokens=False` for causal models, which is how TinyLlama's table was made),
+//! `always` (`add_bos_token=True`), or `auto`: whatever the tokenizer's own post-processor adds
+//! (`add_special_tokens=True`, which for Llama tokenizers is `<s>`; lm-eval 0.4.13 does this
+//! when `add_bos_token` is not given). A BOS goes before the context only. An empty context is
+//! replaced by BOS whatever the policy, as the harness scores an empty context after its prefix
+//! token.
 
 use anyhow::{bail, Result};
 use serde::Serialize;

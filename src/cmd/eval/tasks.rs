@@ -38,8 +38,9 @@ pub struct TasksArgs {
     /// Contexts per forward pass (with --strategy batched: sequences per pass).
     #[arg(long, default_value_t = 16)]
     pub batch_size: usize,
-    /// BOS before each context: never (lm-evaluation-harness 0.4 default), always, or auto
-    /// (whatever the tokenizer's post-processor adds).
+    /// BOS before each context: never (harness 0.4 with add_special_tokens=False, as when
+    /// TinyLlama's table was made), always (add_bos_token=True), or auto: whatever the
+    /// tokenizer's post-processor adds (lm-eval 0.4.13's default; BOS for Llama tokenizers).
     #[arg(long, default_value = "never")]
     pub bos: BosPolicy,
     /// joint: encode context and context+continuation, split by the context's length (harness
