@@ -6,6 +6,9 @@ use tinyllama_model::presets;
 pub enum BenchCommand {
     /// Training throughput on random data: forward, forward+backward, and the full AdamW step.
     Train(TrainBenchArgs),
+    /// Zero-shot evaluation throughput (items/s) on one task's first N items, with a model
+    /// directory or a randomly initialised preset.
+    Eval(Box<super::eval_bench::EvalBenchArgs>),
 }
 
 #[derive(Args)]
@@ -38,6 +41,7 @@ pub struct TrainBenchArgs {
 
 pub fn run(c: BenchCommand) -> Result<()> {
     match c {
+        BenchCommand::Eval(a) => super::eval_bench::run(*a),
         BenchCommand::Train(a) => {
             super::common::check_device(&a.device)?;
             let cfg = presets::get(&a.preset)?;

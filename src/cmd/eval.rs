@@ -1,14 +1,26 @@
 use super::common::{check_device, load_cpu_model};
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
-use std::path::PathBuf;
-use tinyllama_eval::perplexity::perplexity;
+use std::path::{Path, PathBuf};
+use tinyllama_data::packed::{list_shards, PackedReader};
+use tinyllama_engine::{CpuBackend, Llama};
+use tinyllama_eval::perplexity::{perplexity, Perplexity};
+use tinyllama_eval::shards::shard_perplexity;
+use tinyllama_model::hf;
+
+pub mod tasks;
+pub use tasks::TasksArgs;
 
 #[derive(Subcommand)]
 pub enum EvalCommand {
-    /// Perplexity of a text file: BOS + text (no EOS), every next token scored once, with a
-    /// sliding window when the text is longer than the context.
+    /// Perplexity of a text file (BOS + text, no EOS, every next token scored once, with a
+    /// sliding window when the text is longer than the context), or of packed token shards
+    /// (--shards: non-overlapping windows of the context, as training reads them).
     Perplexity(PerplexityArgs),
+    /// Zero-shot benchmarks scored as lm-evaluation-harness does (HellaSwag, OpenBookQA,
+    /// WinoGrande, ARC-Easy, ARC-Challenge, BoolQ, PIQA, LAMBADA): a markdown table of
+    /// acc / acc_norm / perplexity with standard errors, and optionally JSON.
+    Tasks(Box<TasksArgs>),
 }
 
 #[derive(Args)]
@@ -17,13 +29,25 @@ pub struct PerplexityArgs {
     #[arg(long)]
     pub model: PathBuf,
     /// UTF-8 text file to score.
+    #[arg(long, conflicts_with = "shards", required_unless_present = "shards")]
+    pub input: Option<PathBuf>,
+    /// Directory of packed LITPKDS token shards to score instead of a text file.
     #[arg(long)]
-    pub input: PathBuf,
+    pub shards: Option<PathBuf>,
+    /// Only shards named `<prefix>-NNNNN.bin` (default: every .bin file, in name order).
+    #[arg(long, requires = "shards")]
+    pub prefix: Option<String>,
+    /// Score at most this many tokens of the shards.
+    #[arg(long, requires = "shards")]
+    pub max_tokens: Option<u64>,
+    /// Shard windows per forward pass.
+    #[arg(long, default_value_t = 4, requires = "shards")]
+    pub batch_size: usize,
     /// Window length in tokens (default: the model's context).
     #[arg(long)]
     pub window: Option<usize>,
-    /// Tokens a window advances by (default: half the window).
-    #[arg(long)]
+    /// Tokens a text window advances by (default: half the window).
+    #[arg(long, conflicts_with = "shards")]
     pub stride: Option<usize>,
     /// Print `{"tokens": N, "mean_nll": x, "perplexity": y}` instead of text.
     #[arg(long)]
@@ -40,22 +64,10 @@ pub fn run(c: EvalCommand) -> Result<()> {
     match c {
         EvalCommand::Perplexity(a) => {
             check_device(&a.device)?;
-            let (model, tok) = load_cpu_model(&a.model, a.tokenizer.as_deref())?;
-            let text = std::fs::read_to_string(&a.input).with_context(|| {
-                format!("cannot read {} (it must be UTF-8 text)", a.input.display())
-            })?;
-            let ids = tok.encode_with_bos(&text)?;
-            let window = a
-                .window
-                .unwrap_or(model.cfg.max_seq_len)
-                .min(model.cfg.max_seq_len);
-            let stride = a.stride.unwrap_or((window / 2).max(1));
-            let bar = super::progress_bar(0, "scoring");
-            let p = perplexity(&model, &ids, window, stride, |i, n| {
-                bar.set_length(n as u64);
-                bar.set_position(i as u64);
-            })?;
-            bar.finish_and_clear();
+            let p = match &a.shards {
+                Some(dir) => perplexity_of_shards(&a, dir)?,
+                None => perplexity_of_text(&a)?,
+            };
             if a.json {
                 println!("{}", serde_json::to_string(&p)?);
             } else {
@@ -65,5 +77,70 @@ pub fn run(c: EvalCommand) -> Result<()> {
             }
             Ok(())
         }
+        EvalCommand::Tasks(a) => tasks::run(*a),
     }
+}
+
+fn perplexity_of_text(a: &PerplexityArgs) -> Result<Perplexity> {
+    let input = a.input.as_ref().expect("clap requires --input or --shards");
+    let (model, tok) = load_cpu_model(&a.model, a.tokenizer.as_deref())?;
+    let text = std::fs::read_to_string(input)
+        .with_context(|| format!("cannot read {} (it must be UTF-8 text)", input.display()))?;
+    let ids = tok.encode_with_bos(&text)?;
+    let window = a
+        .window
+        .unwrap_or(model.cfg.max_seq_len)
+        .min(model.cfg.max_seq_len);
+    let stride = a.stride.unwrap_or((window / 2).max(1));
+    let bar = super::progress_bar(0, "scoring");
+    let p = perplexity(&model, &ids, window, stride, |i, n| {
+        bar.set_length(n as u64);
+        bar.set_position(i as u64);
+    })?;
+    bar.finish_and_clear();
+    Ok(p)
+}
+
+fn perplexity_of_shards(a: &PerplexityArgs, dir: &Path) -> Result<Perplexity> {
+    // Shards are already token ids: no tokenizer needed.
+    let host = hf::load_dir(&a.model)?;
+    let model = Llama::new(CpuBackend::<f32>::new(), &host)?;
+    let files = match &a.prefix {
+        Some(p) => list_shards(dir, p)?,
+        None => all_bin_files(dir)?,
+    };
+    let reader = PackedReader::open(&files)?;
+    let window = a.window.unwrap_or(model.cfg.max_seq_len);
+    let bar = super::progress_bar(0, "windows");
+    let p = shard_perplexity(
+        &model,
+        &reader,
+        window,
+        a.max_tokens,
+        a.batch_size,
+        |i, n| {
+            bar.set_length(n as u64);
+            bar.set_position(i as u64);
+        },
+    )?;
+    bar.finish_and_clear();
+    Ok(p)
+}
+
+fn all_bin_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let rd = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot read shard directory {}", dir.display()))?;
+    let mut files: Vec<PathBuf> = rd
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "bin"))
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        bail!(
+            "no .bin token shards in {}; produce them with `tinyllama data prepare` or pass --prefix",
+            dir.display()
+        );
+    }
+    Ok(files)
 }

@@ -5,6 +5,7 @@ pub mod bench;
 pub mod common;
 pub mod demo;
 pub mod eval;
+pub mod eval_bench;
 pub mod export;
 pub mod generate;
 pub mod info;

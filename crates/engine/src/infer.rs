@@ -8,8 +8,8 @@ use anyhow::{bail, Result};
 /// Keys and values of every layer for `batch` sequences of up to `cap` positions
 /// (`[batch, cap, kv_dim]` per layer).
 pub struct KvCache<B: Backend> {
-    k: Vec<B::Buf>,
-    v: Vec<B::Buf>,
+    pub(crate) k: Vec<B::Buf>,
+    pub(crate) v: Vec<B::Buf>,
     pub batch: usize,
     pub cap: usize,
     /// Positions filled so far (the same for every sequence of the batch).
@@ -53,6 +53,49 @@ impl<B: Backend> Llama<B> {
         n: usize,
         all_logits: bool,
     ) -> Result<Vec<f32>> {
+        let x = self.trunk_cached(cache, tokens, n)?;
+        let (be, c, lay) = (&self.backend, &self.cfg, &self.layout);
+        let (batch, d, rows) = (cache.batch, c.dim, cache.batch * n);
+        let eps = c.norm_eps as f32;
+        let z = |len: usize| be.zeros(len);
+        let w = &self.weights;
+        // Only the rows whose logits are wanted go through the final norm and the head.
+        let (xs, out_rows) = if all_logits || n == 1 {
+            (x, rows)
+        } else {
+            let mut last = z(batch * d);
+            for b in 0..batch {
+                be.copy(&mut last, b * d, &x, (b * n + n - 1) * d, d);
+            }
+            (last, batch)
+        };
+        let mut lnf = z(out_rows * d);
+        let mut rstdf = z(out_rows);
+        be.rmsnorm_fwd(&mut lnf, &mut rstdf, &xs, &w[lay.final_norm()], d, eps);
+        let mut logits = z(out_rows * c.vocab_size);
+        be.matmul(
+            &mut logits,
+            &lnf,
+            false,
+            &w[lay.head()],
+            true,
+            out_rows,
+            c.vocab_size,
+            d,
+            false,
+        );
+        Ok(be.download(&logits))
+    }
+
+    /// The decoder layers of [`Self::forward_cached`]: runs `n` new tokens per sequence,
+    /// appends their keys and values to the cache and returns the residual stream after the
+    /// last layer (`[batch, n, dim]`, before the final norm), leaving the head to the caller.
+    pub(crate) fn trunk_cached(
+        &self,
+        cache: &mut KvCache<B>,
+        tokens: &[u32],
+        n: usize,
+    ) -> Result<B::Buf> {
         let (be, c, lay) = (&self.backend, &self.cfg, &self.layout);
         let batch = cache.batch;
         if tokens.len() != batch * n || n == 0 {
@@ -124,32 +167,7 @@ impl<B: Backend> Llama<B> {
             be.matmul(&mut x, &h, false, p(8), true, rows, d, f, true);
         }
         cache.len += n;
-        // Only the rows whose logits are wanted go through the final norm and the head.
-        let (xs, out_rows) = if all_logits || n == 1 {
-            (x, rows)
-        } else {
-            let mut last = z(batch * d);
-            for b in 0..batch {
-                be.copy(&mut last, b * d, &x, (b * n + n - 1) * d, d);
-            }
-            (last, batch)
-        };
-        let mut lnf = z(out_rows * d);
-        let mut rstdf = z(out_rows);
-        be.rmsnorm_fwd(&mut lnf, &mut rstdf, &xs, &w[lay.final_norm()], d, eps);
-        let mut logits = z(out_rows * c.vocab_size);
-        be.matmul(
-            &mut logits,
-            &lnf,
-            false,
-            &w[lay.head()],
-            true,
-            out_rows,
-            c.vocab_size,
-            d,
-            false,
-        );
-        Ok(be.download(&logits))
+        Ok(x)
     }
 
     /// Logits for every position of `batch` sequences of `seq` tokens (no cache kept).

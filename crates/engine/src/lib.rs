@@ -10,7 +10,9 @@ pub mod llama;
 pub mod profile;
 pub mod real;
 pub mod sampling;
+pub mod score;
 
 pub use backend::{AttnShape, Backend};
 pub use cpu::CpuBackend;
 pub use llama::{Activations, Llama};
+pub use score::{RowTarget, TokenScore};
