@@ -10,6 +10,6 @@ pub mod llama;
 pub mod real;
 pub mod sampling;
 
-pub use backend::{AttnShape, Backend};
+pub use backend::{AttnShape, Backend, BufKind};
 pub use cpu::CpuBackend;
 pub use llama::{Activations, Llama};
