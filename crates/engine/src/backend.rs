@@ -28,6 +28,21 @@ pub struct AttnShape {
     pub head_dim: usize,
 }
 
+/// What a buffer is for. A backend may pick its storage precision from it (mixed precision keeps
+/// activations in bf16 and weights as an f32 master with a bf16 copy); to the caller every buffer
+/// still holds f32 values through upload/download. The CPU backend ignores it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BufKind {
+    /// Full-precision data: weight gradients, optimizer moments, per-row statistics (rstd,
+    /// log-sum-exp, losses), tables and scratch. What [`Backend::zeros`] and
+    /// [`Backend::upload`] give.
+    F32,
+    /// A model weight: read by the passes, rewritten by the optimizer.
+    Weight,
+    /// An activation or activation gradient: the large per-token tensors.
+    Act,
+}
+
 pub trait Backend: Send + Sync {
     /// A buffer of numbers.
     type Buf: Send + Sync;
@@ -42,6 +57,16 @@ pub trait Backend: Send + Sync {
     /// Overwrites `buf[offset..offset + data.len()]` from the host.
     fn write(&self, buf: &mut Self::Buf, offset: usize, data: &[f32]);
     fn len(&self, buf: &Self::Buf) -> usize;
+    /// [`Backend::zeros`] for a buffer of the given kind.
+    fn zeros_as(&self, n: usize, kind: BufKind) -> Self::Buf {
+        let _ = kind;
+        self.zeros(n)
+    }
+    /// [`Backend::upload`] into a buffer of the given kind.
+    fn upload_as(&self, data: &[f32], kind: BufKind) -> Self::Buf {
+        let _ = kind;
+        self.upload(data)
+    }
     fn upload_ids(&self, ids: &[i32]) -> Self::Ids;
     fn write_ids(&self, dst: &mut Self::Ids, ids: &[i32]);
 

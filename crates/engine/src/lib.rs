@@ -12,7 +12,7 @@ pub mod real;
 pub mod sampling;
 pub mod score;
 
-pub use backend::{AttnShape, Backend};
+pub use backend::{AttnShape, Backend, BufKind};
 pub use cpu::CpuBackend;
 pub use llama::{Activations, Llama};
 pub use score::{RowTarget, TokenScore};

@@ -9,8 +9,12 @@
 //! m = x + attention(q,k,v)·Woᵀ
 //! b = rmsnorm(m)·w2;  h = silu(b·Wgᵀ) ⊙ (b·Wuᵀ);  x' = m + h·Wdᵀ
 //! ```
+//!
+//! Memory: `h` is not kept per layer (the backward pass recomputes it from the saved gate and
+//! up projections, one elementwise op), and with [`Activations::with_recompute`] only each
+//! layer's input is kept and the whole layer is re-run during the backward pass.
 
-use crate::backend::{AttnShape, Backend};
+use crate::backend::{AttnShape, Backend, BufKind};
 use anyhow::{bail, Result};
 use tinyllama_model::params::{param_specs, HostWeights, ParamSpec};
 use tinyllama_model::ModelConfig;
@@ -77,7 +81,6 @@ struct LayerActs<B: Backend> {
     rstd2: B::Buf,
     g: B::Buf,
     u: B::Buf,
-    h: B::Buf,
 }
 
 /// Activation and gradient scratch for one (batch, seq) shape.
@@ -86,9 +89,14 @@ pub struct Activations<B: Backend> {
     pub seq: usize,
     ids: B::Ids,
     targets: B::Ids,
+    /// Re-run each layer's forward pass during the backward pass instead of keeping its
+    /// activations (`layers` then holds one set, shared by all layers).
+    pub recompute: bool,
     /// Residual stream before each layer and after the last (`n_layers + 1` buffers).
     res: Vec<B::Buf>,
     layers: Vec<LayerActs<B>>,
+    /// The SwiGLU product of the layer being computed (forward only).
+    h: B::Buf,
     lnf: B::Buf,
     rstdf: B::Buf,
     losses: B::Buf,
@@ -112,40 +120,52 @@ impl<B: Backend> Activations<B> {
     }
 
     pub fn new(model: &Llama<B>, batch: usize, seq: usize) -> Self {
+        Self::with_recompute(model, batch, seq, false)
+    }
+
+    /// Like [`Activations::new`]; with `recompute` only the layer inputs are kept and every
+    /// layer is run forward a second time during the backward pass (about a third more
+    /// compute for a fraction of the activation memory).
+    pub fn with_recompute(model: &Llama<B>, batch: usize, seq: usize, recompute: bool) -> Self {
         let c = &model.cfg;
         let be = &model.backend;
         let n = batch * seq;
         let (d, qd, kvd, f) = (c.dim, c.n_heads * c.head_dim(), c.kv_dim(), c.ffn_dim);
-        let z = |len: usize| be.zeros(len);
-        let layers = (0..c.n_layers)
+        // Per-token tensors may be stored in reduced precision; per-row statistics and the
+        // logits scratch stay f32.
+        let z = |len: usize| be.zeros_as(len, BufKind::Act);
+        let z32 = |len: usize| be.zeros_as(len, BufKind::F32);
+        let sets = if recompute { 1 } else { c.n_layers };
+        let layers = (0..sets)
             .map(|_| LayerActs {
                 ln1: z(n * d),
-                rstd1: z(n),
+                rstd1: z32(n),
                 q: z(n * qd),
                 k: z(n * kvd),
                 v: z(n * kvd),
                 att: z(n * qd),
-                lse: z(batch * c.n_heads * seq),
+                lse: z32(batch * c.n_heads * seq),
                 mid: z(n * d),
                 ln2: z(n * d),
-                rstd2: z(n),
+                rstd2: z32(n),
                 g: z(n * f),
                 u: z(n * f),
-                h: z(n * f),
             })
             .collect();
         let chunk = be.head_chunk_rows(c.vocab_size).min(n);
         Activations {
             batch,
             seq,
+            recompute,
             ids: be.upload_ids(&vec![0; n]),
             targets: be.upload_ids(&vec![-1; n]),
             res: (0..=c.n_layers).map(|_| z(n * d)).collect(),
             layers,
+            h: z(n * f),
             lnf: z(n * d),
-            rstdf: z(n),
-            losses: z(n),
-            head_scratch: z(chunk * c.vocab_size),
+            rstdf: z32(n),
+            losses: z32(n),
+            head_scratch: z32(chunk * c.vocab_size),
             dres: z(n * d),
             dln: z(n * d),
             dq: z(n * qd),
@@ -181,7 +201,11 @@ impl<B: Backend> Llama<B> {
                 );
             }
         }
-        let weights = host.tensors.iter().map(|t| backend.upload(t)).collect();
+        let weights = host
+            .tensors
+            .iter()
+            .map(|t| backend.upload_as(t, BufKind::Weight))
+            .collect();
         let rope = backend.upload(&crate::cpu::rope::table(
             cfg.head_dim(),
             cfg.max_seq_len,
@@ -217,7 +241,7 @@ impl<B: Backend> Llama<B> {
     pub fn zero_grads(&self) -> Vec<B::Buf> {
         self.specs
             .iter()
-            .map(|s| self.backend.zeros(s.numel()))
+            .map(|s| self.backend.zeros_as(s.numel(), BufKind::F32))
             .collect()
     }
 
@@ -270,11 +294,23 @@ impl<B: Backend> Llama<B> {
         }
     }
 
-    /// Forward pass through the final norm, saving everything the backward pass needs.
-    fn forward_trunk(&self, a: &mut Activations<B>) {
+    /// One layer forward from its input `x`, saving what its backward pass needs in `s`. With
+    /// `out`, also writes the layer's output (the next residual stream) using `h` as scratch;
+    /// without, stops after the MLP projections (a recomputation for the backward pass).
+    #[allow(clippy::too_many_arguments)]
+    fn layer_forward(
+        &self,
+        l: usize,
+        x: &B::Buf,
+        s: &mut LayerActs<B>,
+        h: &mut B::Buf,
+        out: Option<&mut B::Buf>,
+        batch: usize,
+        seq: usize,
+    ) {
         let (be, c, lay) = (&self.backend, &self.cfg, &self.layout);
         let w = &self.weights;
-        let n = a.batch * a.seq;
+        let n = batch * seq;
         let (d, qd, kvd, f, hd) = (
             c.dim,
             c.n_heads * c.head_dim(),
@@ -283,28 +319,45 @@ impl<B: Backend> Llama<B> {
             c.head_dim(),
         );
         let eps = c.norm_eps as f32;
-        let shape = self.attn_shape(a.batch, a.seq);
+        let shape = self.attn_shape(batch, seq);
+        let p = |t| &w[lay.layer(l, t)];
+        be.rmsnorm_fwd(&mut s.ln1, &mut s.rstd1, x, p(ATTN_NORM), d, eps);
+        be.matmul(&mut s.q, &s.ln1, false, p(WQ), true, n, qd, d, false);
+        be.matmul(&mut s.k, &s.ln1, false, p(WK), true, n, kvd, d, false);
+        be.matmul(&mut s.v, &s.ln1, false, p(WV), true, n, kvd, d, false);
+        be.rope(&mut s.q, &self.rope, c.n_heads, hd, seq, 0, false);
+        be.rope(&mut s.k, &self.rope, c.n_kv_heads, hd, seq, 0, false);
+        be.attention_fwd(&mut s.att, &mut s.lse, &s.q, &s.k, &s.v, shape);
+        be.copy(&mut s.mid, 0, x, 0, n * d);
+        be.matmul(&mut s.mid, &s.att, false, p(WO), true, n, d, qd, true);
+        be.rmsnorm_fwd(&mut s.ln2, &mut s.rstd2, &s.mid, p(MLP_NORM), d, eps);
+        be.matmul(&mut s.g, &s.ln2, false, p(WG), true, n, f, d, false);
+        be.matmul(&mut s.u, &s.ln2, false, p(WU), true, n, f, d, false);
+        if let Some(out) = out {
+            be.swiglu_fwd(h, &s.g, &s.u);
+            be.copy(out, 0, &s.mid, 0, n * d);
+            be.matmul(out, h, false, p(WD), true, n, d, f, true);
+        }
+    }
+
+    /// Forward pass through the final norm, saving everything the backward pass needs.
+    fn forward_trunk(&self, a: &mut Activations<B>) {
+        let (be, c, lay) = (&self.backend, &self.cfg, &self.layout);
+        let w = &self.weights;
+        let d = c.dim;
         be.embedding_fwd(&mut a.res[0], &w[lay.embed()], &a.ids, d);
         for l in 0..c.n_layers {
-            let p = |t| &w[lay.layer(l, t)];
             let (before, after) = a.res.split_at_mut(l + 1);
-            let (x, out) = (&before[l], &mut after[0]);
-            let s = &mut a.layers[l];
-            be.rmsnorm_fwd(&mut s.ln1, &mut s.rstd1, x, p(ATTN_NORM), d, eps);
-            be.matmul(&mut s.q, &s.ln1, false, p(WQ), true, n, qd, d, false);
-            be.matmul(&mut s.k, &s.ln1, false, p(WK), true, n, kvd, d, false);
-            be.matmul(&mut s.v, &s.ln1, false, p(WV), true, n, kvd, d, false);
-            be.rope(&mut s.q, &self.rope, c.n_heads, hd, a.seq, 0, false);
-            be.rope(&mut s.k, &self.rope, c.n_kv_heads, hd, a.seq, 0, false);
-            be.attention_fwd(&mut s.att, &mut s.lse, &s.q, &s.k, &s.v, shape);
-            be.copy(&mut s.mid, 0, x, 0, n * d);
-            be.matmul(&mut s.mid, &s.att, false, p(WO), true, n, d, qd, true);
-            be.rmsnorm_fwd(&mut s.ln2, &mut s.rstd2, &s.mid, p(MLP_NORM), d, eps);
-            be.matmul(&mut s.g, &s.ln2, false, p(WG), true, n, f, d, false);
-            be.matmul(&mut s.u, &s.ln2, false, p(WU), true, n, f, d, false);
-            be.swiglu_fwd(&mut s.h, &s.g, &s.u);
-            be.copy(out, 0, &s.mid, 0, n * d);
-            be.matmul(out, &s.h, false, p(WD), true, n, d, f, true);
+            let set = if a.recompute { 0 } else { l };
+            self.layer_forward(
+                l,
+                &before[l],
+                &mut a.layers[set],
+                &mut a.h,
+                Some(&mut after[0]),
+                a.batch,
+                a.seq,
+            );
         }
         be.rmsnorm_fwd(
             &mut a.lnf,
@@ -312,7 +365,7 @@ impl<B: Backend> Llama<B> {
             &a.res[c.n_layers],
             &w[lay.final_norm()],
             d,
-            eps,
+            c.norm_eps as f32,
         );
     }
 
@@ -404,23 +457,36 @@ impl<B: Backend> Llama<B> {
         );
 
         for l in (0..c.n_layers).rev() {
-            let s = &a.layers[l];
+            if a.recompute {
+                self.layer_forward(
+                    l,
+                    &a.res[l],
+                    &mut a.layers[0],
+                    &mut a.h,
+                    None,
+                    a.batch,
+                    a.seq,
+                );
+            }
+            let s = &a.layers[if a.recompute { 0 } else { l }];
             let x = &a.res[l];
             let gi = |t| lay.layer(l, t);
             let p = |t| &w[lay.layer(l, t)];
-            // MLP: x' = m + h·Wdᵀ
-            be.matmul(&mut a.dh, &a.dres, false, p(WD), false, n, f, d, false);
+            // MLP: x' = m + h·Wdᵀ. h is recomputed into the dh scratch for Wd's gradient, then
+            // dh is overwritten with its own gradient.
+            be.swiglu_fwd(&mut a.dh, &s.g, &s.u);
             be.matmul(
                 &mut grads[gi(WD)],
                 &a.dres,
                 true,
-                &s.h,
+                &a.dh,
                 false,
                 d,
                 f,
                 n,
                 true,
             );
+            be.matmul(&mut a.dh, &a.dres, false, p(WD), false, n, f, d, false);
             be.swiglu_bwd(&mut a.dg, &mut a.du, &a.dh, &s.g, &s.u);
             be.matmul(&mut a.dln, &a.dg, false, p(WG), false, n, d, f, false);
             be.matmul(&mut a.dln, &a.du, false, p(WU), false, n, d, f, true);
