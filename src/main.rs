@@ -22,6 +22,8 @@ enum Command {
     Pretrain(Box<cmd::pretrain::PretrainArgs>),
     /// Generate a continuation of a prompt with KV-cache decoding.
     Generate(Box<cmd::generate::GenerateArgs>),
+    /// Chat with a model in the terminal (its chat template, or the Zephyr format).
+    Chat(Box<cmd::chat::ChatArgs>),
     /// Evaluate a model.
     #[command(subcommand)]
     Eval(cmd::eval::EvalCommand),
@@ -59,6 +61,7 @@ fn main() {
         Command::Info(a) => cmd::info::run(a),
         Command::Pretrain(a) => cmd::pretrain::run(*a),
         Command::Generate(a) => cmd::generate::run(*a),
+        Command::Chat(a) => cmd::chat::run(*a),
         Command::Eval(c) => cmd::eval::run(c),
         Command::Export(c) => cmd::export::run(c),
         Command::Bench(c) => cmd::bench::run(c),

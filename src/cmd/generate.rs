@@ -1,109 +1,125 @@
-use super::common::{check_device, load_cpu_model};
+use super::infer_opts::{speed_report, ModelOpts, SamplingOpts};
 use anyhow::Result;
 use clap::Args;
 use std::io::Write;
-use std::path::PathBuf;
-use std::time::Instant;
-use tinyllama_engine::generate::{generate, GenerateParams, StopReason};
-use tinyllama_engine::sampling::SamplingParams;
-use tinyllama_model::tokenizer::StreamDecoder;
+use tinyllama_infer::generate::{generate_batch, generate_text};
+use tinyllama_infer::GenParams;
 
 #[derive(Args)]
 pub struct GenerateArgs {
-    /// Hugging Face model directory (config.json, safetensors weights, tokenizer.json).
-    #[arg(long)]
-    pub model: PathBuf,
-    /// Text to continue (BOS is prepended).
-    #[arg(long)]
-    pub prompt: String,
+    #[command(flatten)]
+    pub model: ModelOpts,
+    /// Text to continue (BOS is prepended). Repeat to generate for several prompts as one batch.
+    #[arg(long, required = true)]
+    pub prompt: Vec<String>,
     /// Maximum tokens to generate.
     #[arg(long, default_value_t = 128)]
     pub max_new_tokens: usize,
-    /// Sampling temperature; 0 is greedy decoding.
-    #[arg(long, default_value_t = 0.8)]
-    pub temperature: f32,
-    /// Sample only from the k most likely tokens (0 = no limit).
-    #[arg(long, default_value_t = 0)]
-    pub top_k: usize,
-    /// Nucleus sampling: the smallest set of tokens with this much probability (1 = off).
-    #[arg(long, default_value_t = 0.95)]
-    pub top_p: f32,
-    /// Drop tokens less likely than min-p times the most likely one (0 = off).
-    #[arg(long, default_value_t = 0.0)]
-    pub min_p: f32,
-    /// Penalise tokens already in the text (1 = off; 1.1 is typical).
-    #[arg(long, default_value_t = 1.0)]
-    pub repetition_penalty: f32,
-    /// Random seed for sampling.
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-    /// Tokenizer file, if not the model directory's tokenizer.json.
+    #[command(flatten)]
+    pub sampling: SamplingOpts,
+    /// Stop when the text contains this string (repeatable; the string is not printed).
     #[arg(long)]
-    pub tokenizer: Option<PathBuf>,
-    /// Device to run on.
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
+    pub stop: Vec<String>,
+    /// With --draft-model: also generate without the draft and report the speedup.
+    #[arg(long)]
+    pub compare_plain: bool,
     /// Report prompt and generation speed on stderr.
     #[arg(long)]
     pub verbose: bool,
 }
 
 pub fn run(a: GenerateArgs) -> Result<()> {
-    check_device(&a.device)?;
-    let (model, tok) = load_cpu_model(&a.model, a.tokenizer.as_deref())?;
-    let ids = tok.encode_with_bos(&a.prompt)?;
-    let params = GenerateParams {
-        max_new_tokens: a.max_new_tokens,
-        sampling: SamplingParams {
-            temperature: a.temperature,
-            top_k: a.top_k,
-            top_p: a.top_p,
-            min_p: a.min_p,
-            repetition_penalty: a.repetition_penalty,
-        },
-        seed: a.seed,
-        eos: Some(model.cfg.eos_id),
+    let mut loaded = a.model.load()?;
+    let (runner, tok) = (&loaded.runner, &loaded.tokenizer);
+    let params = GenParams {
+        max_tokens: a.max_new_tokens,
+        sampling: a.sampling.params()?,
+        seed: a.sampling.seed,
+        stop_ids: vec![tok.eos_id],
     };
-    let mut dec = StreamDecoder::new();
-    let mut out = std::io::stdout().lock();
-    let t0 = Instant::now();
-    let mut first_token_at = None;
-    let mut err = None;
-    let (new, reason) = generate(&model, &ids, &params, |t| {
-        first_token_at.get_or_insert_with(|| t0.elapsed());
-        match dec.push(&tok, t) {
-            Ok(s) => {
-                // A closed pipe (e.g. `| head`) ends generation quietly.
-                out.write_all(s.as_bytes())
-                    .and_then(|_| out.flush())
-                    .is_ok()
-            }
-            Err(e) => {
-                err = Some(e);
-                false
-            }
-        }
-    })?;
-    if let Some(e) = err {
-        return Err(e);
+    let prompts = a
+        .prompt
+        .iter()
+        .map(|p| tok.encode_with_bos(p))
+        .collect::<Result<Vec<_>>>()?;
+    if a.verbose {
+        let m = &runner.target;
+        eprintln!(
+            "{} ({} weights, {:.1} MiB, {} kernels, {} threads){}",
+            loaded.name,
+            m.format.name(),
+            m.weight_bytes() as f64 / (1 << 20) as f64,
+            tinyllama_infer::simd::active().name(),
+            rayon::current_num_threads(),
+            runner
+                .draft
+                .as_ref()
+                .map(|d| format!(
+                    "; draft {} with k = {}",
+                    a.model.draft_model.as_ref().unwrap().display(),
+                    d.k
+                ))
+                .unwrap_or_default()
+        );
     }
+    if prompts.len() > 1 {
+        // Several prompts: decoded together, printed when all are done.
+        let t0 = std::time::Instant::now();
+        let outs = generate_batch(runner, &prompts, &vec![params; prompts.len()])?;
+        let secs = t0.elapsed().as_secs_f64();
+        let mut total = 0;
+        for (i, o) in outs.iter().enumerate() {
+            let mut ts = tinyllama_infer::text::TextStream::new(&prompts[i]);
+            let mut text = ts.push(tok, &o.tokens)?;
+            text.push_str(&ts.flush(tok)?);
+            if let Some(at) = a.stop.iter().filter_map(|s| text.find(s.as_str())).min() {
+                text.truncate(at);
+            }
+            println!("[{i}] {}{}", a.prompt[i], text);
+            total += o.tokens.len();
+        }
+        if a.verbose {
+            eprintln!(
+                "{} prompts, {total} tokens generated in {secs:.3}s ({:.1} tok/s overall)",
+                outs.len(),
+                total as f64 / secs
+            );
+        }
+        return Ok(());
+    }
+    let mut out = std::io::stdout().lock();
+    let res = generate_text(runner, tok, &prompts[0], params.clone(), &a.stop, |s| {
+        // A closed pipe (e.g. `| head`) ends generation quietly.
+        out.write_all(s.as_bytes())
+            .and_then(|_| out.flush())
+            .is_ok()
+    })?;
     let _ = writeln!(out);
     if a.verbose {
-        let total = t0.elapsed().as_secs_f64();
-        let prefill = first_token_at.map(|d| d.as_secs_f64()).unwrap_or(total);
+        eprintln!("{}", speed_report(&res.output));
+    }
+    if a.compare_plain && runner.draft.is_some() {
+        loaded.runner.draft = None;
+        let base = generate_text(
+            &loaded.runner,
+            &loaded.tokenizer,
+            &prompts[0],
+            params,
+            &a.stop,
+            |_| true,
+        )?;
+        let t_spec = res.output.prefill_time + res.output.decode_time;
+        let t_plain = base.output.prefill_time + base.output.decode_time;
         eprintln!(
-            "prompt {} tokens in {:.3}s ({:.1} tok/s); generated {} tokens in {:.3}s ({:.1} tok/s); stopped: {}",
-            ids.len(),
-            prefill,
-            ids.len() as f64 / prefill,
-            new.len(),
-            total - prefill,
-            (new.len().saturating_sub(1)) as f64 / (total - prefill).max(1e-9),
-            match reason {
-                StopReason::Eos => "end of sequence",
-                StopReason::MaxTokens => "max tokens",
-                StopReason::Context => "context full",
-                StopReason::Callback => "output closed",
+            "without the draft: {} tokens in {:.3}s; speculative decoding speedup {:.2}x{}",
+            base.output.tokens.len(),
+            t_plain.as_secs_f64(),
+            (t_plain.as_secs_f64() / base.output.tokens.len().max(1) as f64)
+                / (t_spec.as_secs_f64() / res.output.tokens.len().max(1) as f64),
+            if base.output.tokens == res.output.tokens {
+                " (identical output)"
+            } else {
+                ""
             }
         );
     }

@@ -2,12 +2,14 @@
 //! into the library crates.
 
 pub mod bench;
+pub mod chat;
 pub mod common;
 pub mod demo;
 pub mod eval;
 pub mod eval_bench;
 pub mod export;
 pub mod generate;
+pub mod infer_opts;
 pub mod info;
 pub mod plan;
 pub mod pretrain;
