@@ -144,6 +144,7 @@ pub fn run(o: &BenchOptions) -> Result<BenchResult> {
     )?;
     let tok = tokenizers::Tokenizer::from_file(&o.tokenizer)
         .map_err(|e| anyhow::anyhow!("{}: {e}", o.tokenizer.display()))?;
+    let tok = crate::fasttok::DocTokenizer::new(tok);
     let bytes: u64 = texts.iter().map(|t| t.len() as u64).sum();
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
@@ -153,10 +154,7 @@ pub fn run(o: &BenchOptions) -> Result<BenchResult> {
     let tokens: u64 = pool.install(|| {
         texts
             .par_iter()
-            .map(|s| {
-                tok.encode_fast(s.as_str(), false)
-                    .map_or(0, |e| e.len() as u64)
-            })
+            .map(|s| tok.encode(s).map_or(0, |e| e.len() as u64))
             .sum()
     });
     let tokenize_only = Throughput::new(

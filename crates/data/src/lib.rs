@@ -14,6 +14,8 @@ pub mod benchcorpus;
 pub mod config;
 pub mod dedup;
 pub mod document;
+pub mod fastbpe;
+pub mod fasttok;
 pub mod filters;
 pub mod hashing;
 pub mod ingest;

@@ -144,9 +144,8 @@ fn emit_one(
     }
     let bytes = text.len() as u64;
     match tok {
-        Some(t) => match t.tok.encode_fast(text.as_str(), false) {
-            Ok(enc) => {
-                let mut ids = enc.get_ids().to_vec();
+        Some(t) => match t.tok.encode(&text) {
+            Ok(mut ids) => {
                 ids.push(t.eos);
                 let o = &ctx.cfg.output;
                 Ok(Out::Tokens {

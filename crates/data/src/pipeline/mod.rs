@@ -93,7 +93,7 @@ impl Default for RunOptions {
 
 /// The tokenizer as the emit stage uses it.
 pub(crate) struct TokState {
-    pub tok: tokenizers::Tokenizer,
+    pub tok: crate::fasttok::DocTokenizer,
     pub eos: u32,
     pub vocab: usize,
     pub dtype: DType,
@@ -120,6 +120,7 @@ impl TokState {
         })?;
         let tok = tokenizers::Tokenizer::from_bytes(&bytes)
             .map_err(|e| anyhow::anyhow!("{}: not a valid tokenizer.json: {e}", file.display()))?;
+
         let eos = match t.eos_id {
             Some(id) => id,
             None => tok.token_to_id(&t.eos_token).with_context(|| {
@@ -135,7 +136,7 @@ impl TokState {
             bail!("tokenizer eos_id {eos} is outside the vocabulary of {vocab}");
         }
         Ok(TokState {
-            tok,
+            tok: crate::fasttok::DocTokenizer::new(tok),
             eos,
             vocab,
             dtype: DType::for_vocab(vocab),
