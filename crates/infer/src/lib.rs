@@ -21,6 +21,7 @@ pub mod runner;
 pub mod speculative;
 
 pub use runner::{Draft, Finish, GenParams, Runner, Sequence};
+pub mod batch;
 pub mod loader;
 #[doc(hidden)]
 pub mod testutil;
