@@ -34,6 +34,10 @@ pub struct PerplexityArgs {
     /// Device to run on.
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// Score with the decode runtime in this weight format (f32, bf16, q8_0, q4_0) instead of
+    /// the training engine, to measure what quantisation costs.
+    #[arg(long)]
+    pub quant: Option<String>,
 }
 
 pub fn run(c: EvalCommand) -> Result<()> {
@@ -50,12 +54,29 @@ pub fn run(c: EvalCommand) -> Result<()> {
                 .unwrap_or(model.cfg.max_seq_len)
                 .min(model.cfg.max_seq_len);
             let stride = a.stride.unwrap_or((window / 2).max(1));
-            let bar = super::progress_bar(0, "scoring");
-            let p = perplexity(&model, &ids, window, stride, |i, n| {
-                bar.set_length(n as u64);
-                bar.set_position(i as u64);
-            })?;
-            bar.finish_and_clear();
+            if !(1..=window).contains(&stride) {
+                anyhow::bail!("--stride must be in 1..={window}");
+            }
+            let p = if let Some(q) = &a.quant {
+                let f = tinyllama_infer::WeightFormat::parse(q)?;
+                let m = tinyllama_infer::DecodeModel::from_host(model.to_host(), f)?;
+                drop(model);
+                let ws = tinyllama_eval::perplexity::windows(ids.len(), window, stride);
+                let r = tinyllama_infer::perplexity::perplexity_windows(&m, &ids, &ws)?;
+                tinyllama_eval::perplexity::Perplexity {
+                    tokens: r.tokens,
+                    mean_nll: r.mean_nll,
+                    perplexity: r.perplexity,
+                }
+            } else {
+                let bar = super::progress_bar(0, "scoring");
+                let p = perplexity(&model, &ids, window, stride, |i, n| {
+                    bar.set_length(n as u64);
+                    bar.set_position(i as u64);
+                })?;
+                bar.finish_and_clear();
+                p
+            };
             if a.json {
                 println!("{}", serde_json::to_string(&p)?);
             } else {

@@ -23,5 +23,6 @@ pub mod speculative;
 pub use runner::{Draft, Finish, GenParams, Runner, Sequence};
 pub mod batch;
 pub mod loader;
+pub mod perplexity;
 #[doc(hidden)]
 pub mod testutil;
