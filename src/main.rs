@@ -24,6 +24,8 @@ enum Command {
     Generate(Box<cmd::generate::GenerateArgs>),
     /// Chat with a model in the terminal (its chat template, or the Zephyr format).
     Chat(Box<cmd::chat::ChatArgs>),
+    /// Serve a model over an OpenAI-compatible HTTP API with continuous batching.
+    Serve(Box<cmd::serve::ServeArgs>),
     /// Evaluate a model.
     #[command(subcommand)]
     Eval(cmd::eval::EvalCommand),
@@ -62,6 +64,7 @@ fn main() {
         Command::Pretrain(a) => cmd::pretrain::run(*a),
         Command::Generate(a) => cmd::generate::run(*a),
         Command::Chat(a) => cmd::chat::run(*a),
+        Command::Serve(a) => cmd::serve::run(*a),
         Command::Eval(c) => cmd::eval::run(c),
         Command::Export(c) => cmd::export::run(c),
         Command::Bench(c) => cmd::bench::run(c),

@@ -58,6 +58,10 @@ pub struct PerplexityArgs {
     /// Device to run on.
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// Score with the decode runtime in this weight format (f32, bf16, q8_0, q4_0) instead of
+    /// the training engine, to measure what quantisation costs.
+    #[arg(long)]
+    pub quant: Option<String>,
 }
 
 pub fn run(c: EvalCommand) -> Result<()> {
@@ -92,6 +96,18 @@ fn perplexity_of_text(a: &PerplexityArgs) -> Result<Perplexity> {
         .unwrap_or(model.cfg.max_seq_len)
         .min(model.cfg.max_seq_len);
     let stride = a.stride.unwrap_or((window / 2).max(1));
+    if !(1..=window).contains(&stride) {
+        anyhow::bail!("--stride must be in 1..={window}");
+    }
+    if let Some(q) = &a.quant {
+        // Score with the quantised decode runtime to measure what the weight format costs.
+        let f = tinyllama_infer::WeightFormat::parse(q)?;
+        let m = tinyllama_infer::DecodeModel::from_host(model.to_host(), f)?;
+        drop(model);
+        let ws = tinyllama_eval::perplexity::windows(ids.len(), window, stride);
+        let r = tinyllama_infer::perplexity::perplexity_windows(&m, &ids, &ws)?;
+        return Ok(Perplexity { tokens: r.tokens, mean_nll: r.mean_nll, perplexity: r.perplexity });
+    }
     let bar = super::progress_bar(0, "scoring");
     let p = perplexity(&model, &ids, window, stride, |i, n| {
         bar.set_length(n as u64);

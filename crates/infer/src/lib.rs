@@ -21,6 +21,8 @@ pub mod runner;
 pub mod speculative;
 
 pub use runner::{Draft, Finish, GenParams, Runner, Sequence};
+pub mod batch;
 pub mod loader;
+pub mod perplexity;
 #[doc(hidden)]
 pub mod testutil;
