@@ -106,7 +106,11 @@ fn perplexity_of_text(a: &PerplexityArgs) -> Result<Perplexity> {
         drop(model);
         let ws = tinyllama_eval::perplexity::windows(ids.len(), window, stride);
         let r = tinyllama_infer::perplexity::perplexity_windows(&m, &ids, &ws)?;
-        return Ok(Perplexity { tokens: r.tokens, mean_nll: r.mean_nll, perplexity: r.perplexity });
+        return Ok(Perplexity {
+            tokens: r.tokens,
+            mean_nll: r.mean_nll,
+            perplexity: r.perplexity,
+        });
     }
     let bar = super::progress_bar(0, "scoring");
     let p = perplexity(&model, &ids, window, stride, |i, n| {
