@@ -36,6 +36,9 @@ enum Command {
     /// Plan a run before renting GPUs: Chinchilla-optimal size, training FLOPs, time, cost and
     /// memory per GPU.
     Plan(Box<cmd::plan::PlanArgs>),
+    /// Check the CUDA backend against the CPU backend, kernel by kernel, then a training step
+    /// (`--compile-only`: just compile every kernel with NVRTC; no GPU needed).
+    Selftest(cmd::selftest::SelftestArgs),
 }
 
 fn main() {
@@ -59,6 +62,7 @@ fn main() {
         Command::Export(c) => cmd::export::run(c),
         Command::Bench(c) => cmd::bench::run(c),
         Command::Plan(a) => cmd::plan::run(*a),
+        Command::Selftest(a) => cmd::selftest::run(a),
     };
     if let Err(e) = result {
         // One readable message with its chain of causes; never a backtrace for a user mistake.

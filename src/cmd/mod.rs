@@ -10,6 +10,7 @@ pub mod generate;
 pub mod info;
 pub mod plan;
 pub mod pretrain;
+pub mod selftest;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::IsTerminal;

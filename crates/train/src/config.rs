@@ -146,6 +146,9 @@ pub struct RunSection {
     pub precision: String,
     /// Stop after this many consecutive steps with non-finite loss or gradients.
     pub max_bad_steps: u64,
+    /// Keep only each layer's input and re-run the layer during the backward pass (activation
+    /// recomputation): much less activation memory for about a third more compute.
+    pub recompute: bool,
     /// Peak FLOP/s for MFU; measured on CPU and looked up for known GPUs when absent.
     pub peak_flops: Option<f64>,
     /// Continue from the latest complete checkpoint in `out_dir/checkpoints` if there is one.
@@ -167,6 +170,7 @@ impl Default for RunSection {
             device: "cpu".into(),
             precision: "f32".into(),
             max_bad_steps: 5,
+            recompute: false,
             peak_flops: None,
             resume: false,
             export: true,
@@ -233,7 +237,7 @@ impl RunConfig {
             bail!("[batch]: micro_batch and global_batch must be positive");
         }
         let per_pass = b.micro_batch * world;
-        if b.global_batch % per_pass != 0 {
+        if !b.global_batch.is_multiple_of(per_pass) {
             bail!(
                 "[batch]: global_batch {} is not a multiple of micro_batch {} × {world} rank(s)",
                 b.global_batch,
@@ -254,7 +258,7 @@ impl RunConfig {
 
     pub fn schedule(&self) -> Result<Schedule> {
         let o = &self.optim;
-        if !(o.lr > 0.0) || o.min_lr < 0.0 || o.min_lr > o.lr {
+        if o.lr.is_nan() || o.lr <= 0.0 || o.min_lr < 0.0 || o.min_lr > o.lr {
             bail!(
                 "[optim]: need 0 <= min_lr <= lr and lr > 0 (got lr {}, min_lr {})",
                 o.lr,

@@ -408,7 +408,7 @@ mod tests {
         l2.restore(serde_json::from_str(&saved).unwrap()).unwrap();
         let (mut i2, mut t2) = (vec![], vec![]);
         l2.next_batch(4, &mut i2, &mut t2).unwrap();
-        assert_eq!((i1, t1), (i2, t2));
+        assert_eq!((&i1, &t1), (&i2, &t2));
         for _ in 0..300 {
             l2.next_batch(4, &mut i2, &mut t2).unwrap();
         }

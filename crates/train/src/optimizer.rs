@@ -61,6 +61,7 @@ impl<B: Backend> AdamW<B> {
 
     /// One update with learning rate `lr`; gradients are scaled by `clip / norm` when the norm
     /// exceeds the clip value. Returns the scale applied.
+    #[allow(clippy::needless_range_loop)] // indexes four parallel tensor lists
     pub fn update(
         &mut self,
         model: &mut Llama<B>,

@@ -26,7 +26,7 @@ impl<T> Ptr<T> {
 }
 
 fn check_shape<T>(s: &AttnShape, q: &[T], k: &[T], v: &[T], out: &[T], lse: &[T]) {
-    assert!(s.n_heads % s.n_kv_heads == 0 && s.tk >= s.tq && s.kv_stride >= s.tk);
+    assert!(s.n_heads.is_multiple_of(s.n_kv_heads) && s.tk >= s.tq && s.kv_stride >= s.tk);
     let qn = s.batch * s.tq * s.n_heads * s.head_dim;
     let kn = ((s.batch - 1) * s.kv_stride + s.tk) * s.n_kv_heads * s.head_dim;
     assert!(
