@@ -16,6 +16,7 @@ pub mod discover;
 pub mod driver;
 pub mod emu;
 pub mod kernels;
+pub mod memory;
 pub mod nvrtc;
 pub mod selftest;
 pub mod tiling;
