@@ -44,6 +44,9 @@ enum Command {
     Data(cmd::data::DataArgs),
     /// Tokenizer training.
     Tokenizer(cmd::tokenizer::TokenizerArgs),
+    /// Check the CUDA backend against the CPU backend, kernel by kernel, then a training step
+    /// (`--compile-only`: just compile every kernel with NVRTC; no GPU needed).
+    Selftest(cmd::selftest::SelftestArgs),
 }
 
 fn main() {
@@ -71,6 +74,7 @@ fn main() {
         Command::Plan(a) => cmd::plan::run(*a),
         Command::Data(a) => cmd::data::run(a),
         Command::Tokenizer(a) => cmd::tokenizer::run(a),
+        Command::Selftest(a) => cmd::selftest::run(a),
     };
     if let Err(e) = result {
         // One readable message with its chain of causes; never a backtrace for a user mistake.

@@ -32,7 +32,7 @@ pub fn check_device(device: &str) -> Result<()> {
     match device {
         "cpu" => Ok(()),
         d if d.starts_with("cuda") => bail!(
-            "device `{d}`: this command runs on the CPU backend in this build; use --device cpu (CUDA support is built with --features cuda)"
+            "device `{d}`: this command runs on the CPU backend; use --device cpu (CUDA runs `pretrain`, `bench train` and `selftest`)"
         ),
         d => bail!("unknown device `{d}`; use cpu or cuda[:N]"),
     }

@@ -14,6 +14,82 @@ pub struct InfoArgs {
     /// List the model presets and exit.
     #[arg(long)]
     pub list_presets: bool,
+    /// Show the CUDA libraries found (driver, NVRTC, cuBLASLt, NCCL, headers) and the GPUs.
+    #[arg(long)]
+    pub devices: bool,
+}
+
+#[cfg(not(feature = "cuda"))]
+fn devices() -> Result<()> {
+    println!("cpu              {} threads", rayon::current_num_threads());
+    println!("cuda             built without CUDA support (rebuild with `cargo build --release --features cuda`)");
+    Ok(())
+}
+
+#[cfg(feature = "cuda")]
+fn devices() -> Result<()> {
+    use tinyllama_cuda::discover::{self, LIBS};
+    println!("cpu              {} threads", rayon::current_num_threads());
+    let libs = discover::libraries();
+    println!(
+        "CUDA libraries (loaded at run time; searched {})",
+        libs.searched()
+    );
+    for spec in LIBS {
+        match libs.get(&spec) {
+            Some(f) => {
+                let extra = if spec.stem == "cuda" {
+                    libs.driver_version
+                        .map(|(a, b)| format!(", driver supports CUDA {a}.{b}"))
+                        .unwrap_or_default()
+                } else {
+                    String::new()
+                };
+                println!(
+                    "  {:<10} {} ({}{extra})",
+                    spec.what,
+                    f.path.display(),
+                    f.origin
+                );
+            }
+            None => println!("  {:<10} not found", spec.what),
+        }
+    }
+    match &libs.include {
+        Some(d) => println!(
+            "  {:<10} {} (cuda_bf16.h for NVRTC)",
+            "headers",
+            d.display()
+        ),
+        None => println!("  {:<10} not found (NVRTC needs cuda_bf16.h)", "headers"),
+    }
+    if let Ok(nv) = tinyllama_cuda::nvrtc::Nvrtc::load() {
+        println!("  NVRTC version {}.{}", nv.version.0, nv.version.1);
+    }
+    println!("kernel cache     {}", tinyllama_cuda::cache_dir().display());
+    match tinyllama_cuda::driver::list_devices() {
+        Ok(devs) if devs.is_empty() => println!("GPUs             none visible"),
+        Ok(devs) => {
+            for d in devs {
+                println!(
+                    "cuda:{:<11} {} · compute capability {}.{} · {} SMs · {:.1} GiB{}",
+                    d.ordinal,
+                    d.name,
+                    d.compute_capability.0,
+                    d.compute_capability.1,
+                    d.sm_count,
+                    d.total_memory as f64 / (1u64 << 30) as f64,
+                    if d.compute_capability.0 >= 8 {
+                        ""
+                    } else {
+                        " (too old: bf16 kernels need 8.0+)"
+                    }
+                );
+            }
+        }
+        Err(e) => println!("GPUs             none usable: {e:#}"),
+    }
+    Ok(())
 }
 
 fn gib(bytes: f64) -> String {
@@ -25,6 +101,9 @@ fn gib(bytes: f64) -> String {
 }
 
 pub fn run(a: InfoArgs) -> Result<()> {
+    if a.devices {
+        return devices();
+    }
     if a.list_presets || (a.model.is_none() && a.preset.is_none()) {
         println!("{:<16} {:>14}  description", "preset", "parameters");
         for p in presets::all() {

@@ -13,6 +13,7 @@ pub mod infer_opts;
 pub mod info;
 pub mod plan;
 pub mod pretrain;
+pub mod selftest;
 pub mod serve;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};

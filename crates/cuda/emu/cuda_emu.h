@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <setjmp.h>
 #include <ucontext.h>
 #include <unistd.h>
 
@@ -74,6 +75,11 @@ inline __nv_bfloat16 __float2bfloat16(float f) {
     u += 0x7fffu + ((u >> 16) & 1u);
     return __nv_bfloat16{(uint16_t)(u >> 16)};
 }
+inline float __int_as_float(int i) {
+    float f;
+    memcpy(&f, &i, 4);
+    return f;
+}
 inline unsigned short __bfloat16_as_ushort(__nv_bfloat16 b) { return b.bits; }
 inline __nv_bfloat16 __ushort_as_bfloat16(unsigned short s) { return __nv_bfloat16{s}; }
 
@@ -82,8 +88,12 @@ namespace emu {
 
 enum State { RUNNABLE, AT_BLOCK_BARRIER, AT_WARP_BARRIER, DONE };
 
+// A fiber's stack is set up once with makecontext and entered with setcontext; every later
+// switch is _setjmp/_longjmp, which (unlike swapcontext) makes no signal-mask system call.
 struct Fiber {
     ucontext_t ctx;
+    jmp_buf jb;
+    bool started;
     State state;
 };
 
@@ -91,10 +101,14 @@ inline std::vector<Fiber> fibers;
 inline std::vector<char*> stacks;
 inline const size_t STACK_BYTES = 256 * 1024;
 inline int cur = -1;
-inline ucontext_t main_ctx;
+inline jmp_buf main_jb;
 inline void (*entry)(void**) = nullptr;
 inline void** entry_args = nullptr;
 inline bool failed = false;
+// Run the threads of each phase (between barriers) in descending instead of ascending order:
+// a read of data another thread writes without a barrier in between is stale in one of the two
+// orders, so running a test both ways exposes the missing barrier.
+inline bool reverse_order = false;
 inline std::string error;
 inline unsigned char* dyn_ptr = nullptr;  // dynamic shared memory of the current block
 
@@ -110,24 +124,27 @@ inline void fail(const std::string& msg) {
         failed = true;
         error = msg;
     }
-    if (cur >= 0) swapcontext(&fibers[cur].ctx, &main_ctx);  // never resumed
+    if (cur >= 0) _longjmp(main_jb, 1);  // never resumed
 }
 
 inline int flat_tid() { return (int)(threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z)); }
 
+inline void yield_to_scheduler() {
+    if (!_setjmp(fibers[cur].jb)) _longjmp(main_jb, 1);
+}
 inline void block_barrier() {
     fibers[cur].state = AT_BLOCK_BARRIER;
-    swapcontext(&fibers[cur].ctx, &main_ctx);
+    yield_to_scheduler();
 }
 inline void warp_barrier() {
     fibers[cur].state = AT_WARP_BARRIER;
-    swapcontext(&fibers[cur].ctx, &main_ctx);
+    yield_to_scheduler();
 }
 
 inline void trampoline() {
     entry(entry_args);
     fibers[cur].state = DONE;
-    // Returning switches to uc_link (main_ctx).
+    _longjmp(main_jb, 1);  // never returns
 }
 
 // Memory whose end abuts a PROT_NONE guard page, so an overrun faults at once (up to `align` − 1
@@ -190,17 +207,26 @@ inline bool run(void (*fn)(void**), void** args, dim3 grid, dim3 block, size_t s
                     getcontext(&f.ctx);
                     f.ctx.uc_stack.ss_sp = stacks[t];
                     f.ctx.uc_stack.ss_size = STACK_BYTES;
-                    f.ctx.uc_link = &main_ctx;
+                    f.ctx.uc_link = nullptr;
                     makecontext(&f.ctx, trampoline, 0);
+                    f.started = false;
                     f.state = RUNNABLE;
                 }
                 for (;;) {
-                    for (int t = 0; t < nthreads; ++t) {
+                    for (int i = 0; i < nthreads; ++i) {
+                        const int t = reverse_order ? nthreads - 1 - i : i;
                         if (fibers[t].state != RUNNABLE) continue;
                         cur = t;
                         threadIdx = dim3{(unsigned)(t % block.x), (unsigned)((t / block.x) % block.y),
                                          (unsigned)(t / (block.x * block.y))};
-                        swapcontext(&main_ctx, &fibers[t].ctx);
+                        if (!_setjmp(main_jb)) {
+                            if (!fibers[t].started) {
+                                fibers[t].started = true;
+                                setcontext(&fibers[t].ctx);
+                            } else {
+                                _longjmp(fibers[t].jb, 1);
+                            }
+                        }
                         cur = -1;
                         if (failed) break;
                     }
@@ -346,6 +372,8 @@ struct EmuKernel {
 };
 // Defined by the generated translation unit, after the kernels.
 const EmuKernel* emu_kernel_table(int* n);
+
+extern "C" void emu_set_reverse(int reverse) { emu::reverse_order = reverse != 0; }
 
 extern "C" int emu_launch(const char* name, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by,
                           unsigned bz, unsigned smem, void** args, char* err, int err_len) {

@@ -94,7 +94,7 @@ __device__ __forceinline__ void attn_fwd_impl(const bf16* __restrict__ q, const 
     float o[HD / 8][4];
 #pragma unroll
     for (int d = 0; d < HD / 8; ++d) o[d][0] = o[d][1] = o[d][2] = o[d][3] = 0.f;
-    float mrow[2] = {-INFINITY, -INFINITY};  // running max (log2 units) of rows g and g + 8
+    float mrow[2] = {-TL_INF, -TL_INF};  // running max (log2 units) of rows g and g + 8
     float lrow[2] = {0.f, 0.f};               // this thread's share of the running sums
     const int qa[2] = {off + q0 + warp * 16 + g, off + q0 + warp * 16 + g + 8};  // absolute positions
     const int kv_end = min(tk, off + min(q0 + ATT_BR, tq));  // keys any row of the block can see
@@ -124,7 +124,7 @@ __device__ __forceinline__ void attn_fwd_impl(const bf16* __restrict__ q, const 
 #pragma unroll
             for (int e = 0; e < 4; ++e) {
                 const int col = j0 + nt * 8 + 2 * t4 + (e & 1);
-                const float val = col <= qa[e >> 1] ? s[nt][e] * scale_log2 : -INFINITY;
+                const float val = col <= qa[e >> 1] ? s[nt][e] * scale_log2 : -TL_INF;
                 s[nt][e] = val;
                 mx[e >> 1] = fmaxf(mx[e >> 1], val);
             }
@@ -133,7 +133,7 @@ __device__ __forceinline__ void attn_fwd_impl(const bf16* __restrict__ q, const 
         for (int r = 0; r < 2; ++r) {
             mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
             mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
-            base[r] = mx[r] == -INFINITY ? 0.f : mx[r];
+            base[r] = mx[r] == -TL_INF ? 0.f : mx[r];
             alpha[r] = exp2f(mrow[r] - base[r]);  // 0 while nothing has been seen
             mrow[r] = mx[r];
         }

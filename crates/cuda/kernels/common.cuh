@@ -15,6 +15,8 @@ typedef __nv_bfloat16 bf16;
 typedef unsigned int u32;
 typedef long long i64;
 
+// +∞ without <math.h> (NVRTC has no INFINITY).
+#define TL_INF __int_as_float(0x7f800000)
 #define TL_LOG2E 1.4426950408889634f
 #define TL_LN2 0.6931471805599453f
 
@@ -69,7 +71,7 @@ __device__ __forceinline__ float tl_block_max(float v, float* sh) {
     __syncthreads();
     if (lane == 0) sh[warp] = v;
     __syncthreads();
-    float r = lane < nw ? sh[lane] : -INFINITY;
+    float r = lane < nw ? sh[lane] : -TL_INF;
     return tl_warp_max(r);
 }
 __device__ __forceinline__ double tl_block_sum_f64(double v, double* sh) {

@@ -18,7 +18,7 @@ extern "C" __global__ void xent_rows(const float* logits, int vocab, const int* 
         return;  // uniform across the block: no barrier is skipped by some threads only
     }
     // Per-thread online max and rescaled sum, then combined across the block.
-    float m = -INFINITY, s = 0.f;
+    float m = -TL_INF, s = 0.f;
     for (int c = threadIdx.x; c < vocab; c += blockDim.x) {
         const float v = z[c];
         if (v > m) {
@@ -29,7 +29,7 @@ extern "C" __global__ void xent_rows(const float* logits, int vocab, const int* 
         }
     }
     const float gm = tl_block_max(m, sh);
-    s = (m == -INFINITY) ? 0.f : s * expf(m - gm);
+    s = (m == -TL_INF) ? 0.f : s * expf(m - gm);
     const float sum = tl_block_sum(s, sh);
     if (threadIdx.x == 0) losses[r] = gm + logf(sum) - z[t];
     if (dz) {

@@ -169,11 +169,6 @@ impl CudaBackend {
         &self.dev
     }
 
-    /// Waits for all queued work.
-    pub fn synchronize(&self) {
-        self.dev.sync();
-    }
-
     pub fn memory(&self) -> MemoryReport {
         let s = self.dev.stats();
         let info = self.dev.mem_info();
@@ -381,6 +376,10 @@ impl Backend for CudaBackend {
 
     fn name(&self) -> String {
         self.label.clone()
+    }
+
+    fn synchronize(&self) {
+        self.dev.sync();
     }
 
     fn zeros(&self, n: usize) -> CudaBuf {

@@ -33,6 +33,7 @@ type LaunchFn = unsafe extern "C" fn(
 ) -> c_int;
 type AllocFn = unsafe extern "C" fn(usize) -> *mut c_void;
 type FreeFn = unsafe extern "C" fn(*mut c_void);
+type OrderFn = unsafe extern "C" fn(c_int);
 
 /// The emulator keeps global state: one launch (or allocation) at a time in the process.
 static EMU_LOCK: Mutex<()> = Mutex::new(());
@@ -42,6 +43,9 @@ pub struct EmuDevice {
     launch_fn: LaunchFn,
     alloc_fn: AllocFn,
     free_fn: FreeFn,
+    order_fn: OrderFn,
+    /// Threads of a phase run in descending order (see the header).
+    reverse: bool,
     stats: AllocStats,
 }
 
@@ -82,7 +86,7 @@ pub fn build_library(cache_dir: &Path) -> Result<PathBuf> {
     let key = kernels::fnv1a(&[
         src.as_bytes(),
         &version.stdout,
-        b"emu-v2 -O2 -fno-strict-aliasing",
+        b"emu-v4 -O2 -fno-strict-aliasing -U_FORTIFY_SOURCE",
     ]);
     std::fs::create_dir_all(cache_dir)
         .with_context(|| format!("cannot create {}", cache_dir.display()))?;
@@ -134,8 +138,9 @@ fn tempdir_in(dir: &Path) -> Result<PathBuf> {
 }
 
 impl EmuDevice {
-    /// Builds the emulator (cached under `cache_dir`) and loads it.
-    pub fn new(cache_dir: &Path) -> Result<Self> {
+    /// Builds the emulator (cached under `cache_dir`) and loads it; `reverse` runs the threads
+    /// between two barriers in descending order (run tests both ways to expose missing barriers).
+    pub fn new(cache_dir: &Path, reverse: bool) -> Result<Self> {
         let path = build_library(cache_dir)?;
         // SAFETY: the library is ours, built just now from known sources; its initialisers only
         // set up globals.
@@ -145,11 +150,14 @@ impl EmuDevice {
             let launch_fn = *lib.get::<LaunchFn>(b"emu_launch\0")?;
             let alloc_fn = *lib.get::<AllocFn>(b"emu_alloc\0")?;
             let free_fn = *lib.get::<FreeFn>(b"emu_free\0")?;
+            let order_fn = *lib.get::<OrderFn>(b"emu_set_reverse\0")?;
             Ok(EmuDevice {
                 _lib: lib,
                 launch_fn,
                 alloc_fn,
                 free_fn,
+                order_fn,
+                reverse,
                 stats: AllocStats::default(),
             })
         }
@@ -202,7 +210,14 @@ pub fn reference_gemm(g: &Gemm) {
 
 impl Device for EmuDevice {
     fn name(&self) -> String {
-        "cuda-emulator (kernels on the CPU)".into()
+        format!(
+            "cuda-emulator (kernels on the CPU{})",
+            if self.reverse {
+                ", threads in reverse order"
+            } else {
+                ""
+            }
+        )
     }
     fn alloc(&self, bytes: usize) -> u64 {
         let _l = EMU_LOCK.lock().unwrap_or_else(|e| e.into_inner());
@@ -246,6 +261,7 @@ impl Device for EmuDevice {
         // SAFETY: arguments are laid out as cuLaunchKernel expects; the kernels index device
         // (host) memory the backend allocated.
         let rc = unsafe {
+            (self.order_fn)(self.reverse as c_int);
             (self.launch_fn)(
                 name.as_ptr(),
                 l.grid[0],

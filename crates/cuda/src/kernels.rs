@@ -85,8 +85,8 @@ impl Module {
     /// The text handed to the compiler.
     pub fn full_source(&self) -> String {
         format!(
-            "{COMMON}\n// ---- {}.cu ----\n#line 1 \"{}.cu\"\n{}",
-            self.name, self.name, self.source
+            "#line 1 \"common.cuh\"\n{COMMON}\n#line 1 \"{}.cu\"\n{}",
+            self.name, self.source
         )
     }
 }

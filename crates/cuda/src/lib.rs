@@ -12,12 +12,17 @@
 
 pub mod backend;
 pub mod device;
+pub mod discover;
+pub mod driver;
 pub mod emu;
 pub mod kernels;
+pub mod memory;
+pub mod nvrtc;
 pub mod selftest;
 pub mod tiling;
 
 pub use backend::{CudaBackend, CudaBuf, CudaIds, MemoryReport};
+pub use driver::{gpu_backend, parse_device};
 
 use std::path::PathBuf;
 
@@ -50,9 +55,16 @@ fn cache_dir_from(
     std::env::temp_dir().join("tinyllama").join("kernels")
 }
 
-/// A backend on the kernel emulator (tests and `selftest --device cuda:emu`).
+/// A backend on the kernel emulator (tests, `selftest --device cuda:emu`, `device = "cuda:emu"`).
+/// `TINYLLAMA_EMU_REVERSE=1` runs each phase's threads in descending order.
 pub fn emulator_backend() -> anyhow::Result<CudaBackend> {
-    let dev = emu::EmuDevice::new(&cache_dir().join("emu"))?;
+    let reverse = std::env::var("TINYLLAMA_EMU_REVERSE").is_ok_and(|v| v == "1");
+    emulator_backend_ordered(reverse)
+}
+
+/// [`emulator_backend`] with an explicit thread order.
+pub fn emulator_backend_ordered(reverse: bool) -> anyhow::Result<CudaBackend> {
+    let dev = emu::EmuDevice::new(&cache_dir().join("emu"), reverse)?;
     Ok(CudaBackend::with_device(std::sync::Arc::new(dev)))
 }
 

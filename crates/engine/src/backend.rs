@@ -51,6 +51,10 @@ pub trait Backend: Send + Sync {
 
     fn name(&self) -> String;
 
+    /// Waits until all work queued on the device has finished (timing); a no-op for backends
+    /// that compute synchronously.
+    fn synchronize(&self) {}
+
     fn zeros(&self, n: usize) -> Self::Buf;
     fn upload(&self, data: &[f32]) -> Self::Buf;
     fn download(&self, buf: &Self::Buf) -> Vec<f32>;

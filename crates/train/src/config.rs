@@ -146,6 +146,9 @@ pub struct RunSection {
     pub precision: String,
     /// Stop after this many consecutive steps with non-finite loss or gradients.
     pub max_bad_steps: u64,
+    /// Keep only each layer's input and re-run the layer during the backward pass (activation
+    /// recomputation): much less activation memory for about a third more compute.
+    pub recompute: bool,
     /// Peak FLOP/s for MFU; measured on CPU and looked up for known GPUs when absent.
     pub peak_flops: Option<f64>,
     /// Continue from the latest complete checkpoint in `out_dir/checkpoints` if there is one.
@@ -167,6 +170,7 @@ impl Default for RunSection {
             device: "cpu".into(),
             precision: "f32".into(),
             max_bad_steps: 5,
+            recompute: false,
             peak_flops: None,
             resume: false,
             export: true,

@@ -14,6 +14,7 @@
 pub mod bench;
 pub mod checkpoint;
 pub mod config;
+pub mod device_bench;
 pub mod export;
 pub mod loader;
 pub mod metrics;

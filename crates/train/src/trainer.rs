@@ -57,8 +57,23 @@ pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<RunSummary> {
         return train_on(CpuBackend::<f32>::new(), cfg, opts);
     }
     if dev.starts_with("cuda") {
+        #[cfg(feature = "cuda")]
+        {
+            if cfg.run.precision != "bf16" {
+                bail!(
+                    "[run]: device `{dev}` trains in bf16 mixed precision (f32 master weights and optimizer state); set precision = \"bf16\""
+                );
+            }
+            let backend = match tinyllama_cuda::parse_device(dev)? {
+                Some(ordinal) => tinyllama_cuda::gpu_backend(ordinal)
+                    .with_context(|| format!("cannot use device `{dev}`"))?,
+                None => tinyllama_cuda::emulator_backend()?,
+            };
+            return train_on(backend, cfg, opts);
+        }
+        #[cfg(not(feature = "cuda"))]
         bail!(
-            "device `{dev}`: this binary has no CUDA backend yet; build with `--features cuda` on a machine with an NVIDIA driver, or set device = \"cpu\""
+            "device `{dev}`: this binary was built without CUDA support; rebuild with `cargo build --release --features cuda` (no CUDA toolkit needed to build), or set device = \"cpu\""
         );
     }
     bail!("[run]: unknown device `{dev}`; use cpu or cuda[:N]")
@@ -86,7 +101,8 @@ fn val_loss<B: Backend>(
         let idx = match pos {
             Some(p) => p,
             None => {
-                cache.push(Activations::new(model, b, seq));
+                // Validation runs forward only: no per-layer activations need keeping.
+                cache.push(Activations::with_recompute(model, b, seq, true));
                 cache.len() - 1
             }
         };
@@ -189,7 +205,7 @@ fn train_on<B: Backend>(backend: B, cfg: &RunConfig, opts: &RunOptions) -> Resul
         None => metrics::gpu_peak(&model.backend.name()).unwrap_or_else(metrics::measure_cpu_peak),
     };
     let flops_per_token = mcfg.train_flops_per_token(seq);
-    let mut acts = Activations::new(&model, micro, seq);
+    let mut acts = Activations::with_recompute(&model, micro, seq, cfg.run.recompute);
     let mut val_acts = Vec::new();
     let mut grads = model.zero_grads();
     let (mut inputs, mut targets) = (Vec::new(), Vec::new());
