@@ -42,4 +42,6 @@ export TINYLLAMA_CUDA_INCLUDE="$INC"
 
 cargo build --release --features cuda
 ./target/release/tinyllama selftest --compile-only --arch sm_80,sm_90 --cubin
+# The NVRTC-dependent unit tests (the on-disk kernel cache), skipped elsewhere.
+cargo test --release -p tinyllama-cuda --lib nvrtc
 echo "cuda-ptx: every kernel compiled for sm_80 and sm_90"

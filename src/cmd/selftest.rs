@@ -58,7 +58,7 @@ pub fn run(a: SelftestArgs) -> Result<()> {
             println!("{}", serde_json::to_string_pretty(&rows)?);
         } else {
             println!(
-                "NVRTC {}.{} (headers {}), {} modules × {} architectures",
+                "NVRTC {}.{} (headers {}), {} modules × {} targets",
                 nv.version.0,
                 nv.version.1,
                 nv.include.display(),

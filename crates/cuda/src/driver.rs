@@ -212,6 +212,7 @@ impl GpuDevice {
             let dir = crate::cache_dir();
             let mut functions = HashMap::new();
             let (mut cached, mut compiled) = (0, 0);
+            let t0 = std::time::Instant::now();
             for m in MODULES {
                 let (image, hit) = nv
                     .compile_cached(m, target, &dir)
@@ -247,6 +248,15 @@ impl GpuDevice {
                 }
             }
 
+            if compiled > 0 {
+                eprintln!(
+                    "compiled {compiled} CUDA kernel module(s) with NVRTC {}.{} for sm_{cc} in {:.1} s (cached in {})",
+                    nv.version.0,
+                    nv.version.1,
+                    t0.elapsed().as_secs_f64(),
+                    dir.display()
+                );
+            }
             let mut stream = std::ptr::null_mut();
             check(
                 cu::cuStreamCreate(

@@ -378,6 +378,36 @@ ptxas info    : Used 20 registers, used 0 barriers";
         );
     }
 
+    /// Runs where NVRTC and the headers can be found (e.g. under .ci/cuda-ptx.sh); skipped
+    /// elsewhere.
+    #[test]
+    fn compiled_modules_are_cached_on_disk_by_key() {
+        let nv = match Nvrtc::load() {
+            Ok(nv) => nv,
+            Err(e) => {
+                eprintln!("skipping: {e:#}");
+                return;
+            }
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let m = kernels::MODULES.iter().find(|m| m.name == "rope").unwrap();
+        let (a, hit_a) = nv.compile_cached(m, Target::Ptx(80), dir.path()).unwrap();
+        let (b, hit_b) = nv.compile_cached(m, Target::Ptx(80), dir.path()).unwrap();
+        assert!(!hit_a && hit_b && a == b);
+        assert!(String::from_utf8_lossy(&a).contains(".entry rope("));
+        let files: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(files.len(), 1, "one file, no temporaries left");
+        let name = files[0].as_ref().unwrap().file_name();
+        let key = nv.cache_key(m, Target::Ptx(80));
+        assert_eq!(
+            name.to_string_lossy(),
+            format!("rope-compute_80-{key:016x}.ptx")
+        );
+        // Another target is another entry.
+        let (_, hit_c) = nv.compile_cached(m, Target::Cubin(90), dir.path()).unwrap();
+        assert!(!hit_c);
+    }
+
     #[test]
     fn cache_keys_change_with_every_input() {
         let o = vec!["-std=c++17".to_string()];
