@@ -147,7 +147,7 @@ pub(crate) fn pack(ctx: &Ctx, timings: &BTreeMap<String, f64>) -> Result<Report>
         "the merge stage has not completed for this configuration; run the earlier stages first",
     )?;
     let tok = if ctx.packed() {
-        Some(TokState::load(cfg)?)
+        Some(TokState::load(cfg, false)?)
     } else {
         None
     };
