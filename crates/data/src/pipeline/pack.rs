@@ -185,7 +185,6 @@ pub(crate) fn pack(ctx: &Ctx, timings: &BTreeMap<String, f64>) -> Result<Report>
         );
     }
 
-    let nsrc = cfg.sources.len();
     let weight_sum: f64 = cfg.sources.iter().map(|s| s.weight).sum();
     let mut sources: Vec<SourceReport> = cfg
         .sources
@@ -391,7 +390,6 @@ pub(crate) fn pack(ctx: &Ctx, timings: &BTreeMap<String, f64>) -> Result<Report>
             bytes_out,
         },
     ];
-    let _ = nsrc;
     Ok(Report {
         output_dir: cfg.output_dir.clone(),
         format: if ctx.packed() {
