@@ -5,9 +5,10 @@
 //! token, and with a large per-thread word cache. Tests compare it with `tokenizers` on varied
 //! text.
 
+use crate::hashing::FxMap;
 use std::cell::RefCell;
 use std::cmp::Ordering;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 
 /// Words cached per thread before the cache is cleared.
@@ -18,19 +19,19 @@ const CACHE_MAX_LEN: usize = 256;
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 /// Word → ids.
-type WordCache = HashMap<Box<str>, Box<[u32]>>;
+type WordCache = FxMap<Box<str>, Box<[u32]>>;
 
 thread_local! {
     /// (model instance it belongs to, cache).
-    static CACHE: RefCell<(u64, WordCache)> = RefCell::new((0, HashMap::new()));
+    static CACHE: RefCell<(u64, WordCache)> = RefCell::new((0, FxMap::default()));
 }
 
 pub struct FastBpe {
     /// Single characters (the initial symbols) → id.
-    chars: HashMap<char, u32>,
+    chars: FxMap<char, u32>,
     /// Multi-character strings are only needed for `ignore_merges`.
-    vocab: HashMap<String, u32>,
-    merges: HashMap<(u32, u32), (u32, u32)>,
+    vocab: FxMap<String, u32>,
+    merges: FxMap<(u32, u32), (u32, u32)>,
     bytes: [Option<u32>; 256],
     byte_fallback: bool,
     unk: Option<u32>,
@@ -82,12 +83,12 @@ impl FastBpe {
         {
             return None;
         }
-        let vocab: HashMap<String, u32> = m["vocab"]
+        let vocab: FxMap<String, u32> = m["vocab"]
             .as_object()?
             .iter()
             .map(|(k, v)| Some((k.clone(), v.as_u64()? as u32)))
             .collect::<Option<_>>()?;
-        let mut merges = HashMap::new();
+        let mut merges = FxMap::default();
         for (rank, e) in m["merges"].as_array()?.iter().enumerate() {
             let (a, b) = match e {
                 serde_json::Value::String(s) => {
@@ -104,7 +105,7 @@ impl FastBpe {
             let new_id = *vocab.get(&format!("{a}{b}"))?;
             merges.insert((ia, ib), (rank as u32, new_id));
         }
-        let mut chars = HashMap::new();
+        let mut chars = FxMap::default();
         for (k, &v) in &vocab {
             let mut it = k.chars();
             if let (Some(c), None) = (it.next(), it.next()) {

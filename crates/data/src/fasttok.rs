@@ -12,7 +12,10 @@
 //!    entry contains `▁` right after another character, no merge can join the end of one word
 //!    to the `▁` that starts the next, so the normalised text is split before every run of `▁`
 //!    and the pieces are encoded separately (and cached) with identical results. Both
-//!    conditions are checked on the loaded tokenizer; anything else runs unchanged.
+//!    conditions are checked on the loaded tokenizer. Tokenizers with a splitting Metaspace
+//!    pre-tokenizer (what `tokenizer train` writes) get the same treatment, splitting exactly
+//!    where Metaspace does. The words then go through [`crate::fastbpe`], a lean port of the
+//!    same BPE with a large word cache; any other tokenizer runs through `tokenizers` as is.
 //!
 //! Tests compare the ids with plain HF encoding and with SentencePiece's recorded ids.
 
@@ -64,8 +67,19 @@ fn bpe_splittable(tok: &Tokenizer) -> bool {
         && !bpe.get_vocab().keys().any(|k| crosses_word_start(k))
 }
 
+/// How the fast path turns text into words before BPE.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Words {
+    /// Llama-2: prepend `▁`, spaces → `▁`, split before each run of `▁` (proven safe).
+    LlamaRuns,
+    /// A Metaspace pre-tokenizer with `split = true` (what `tokenizer train` writes): spaces →
+    /// `▁`, prepend `▁` unless the text starts with one (if `prepend`), split before each `▁`.
+    Metaspace { prepend: bool },
+}
+
 pub struct DocTokenizer {
     tok: Tokenizer,
+    words: Option<Words>,
     /// Our own BPE for the fast path (see [`crate::fastbpe`]).
     bpe: Option<crate::fastbpe::FastBpe>,
     /// We apply the Llama normaliser ourselves (it was removed from `tok`).
@@ -93,9 +107,23 @@ impl DocTokenizer {
                 }
             }
         }
-        // Our BPE needs the split words, and no added token that would still be matched in
-        // the text (only special ones are skipped under `encode_special_tokens`).
-        let bpe = if split_words && tok.get_added_tokens_decoder().values().all(|t| t.special) {
+        let mut words = split_words.then_some(Words::LlamaRuns);
+        if !prenormalize && tok.get_normalizer().is_none() {
+            if let Some(pt) = tok.get_pre_tokenizer() {
+                let v = serde_json::to_value(pt).unwrap_or_default();
+                if v["type"] == "Metaspace" && v["replacement"] == "\u{2581}" && v["split"] == true
+                {
+                    words = match v["prepend_scheme"].as_str() {
+                        Some("first") | Some("always") => Some(Words::Metaspace { prepend: true }),
+                        Some("never") => Some(Words::Metaspace { prepend: false }),
+                        _ => None,
+                    };
+                }
+            }
+        }
+        // Our BPE needs the words, and no added token that would still be matched in the text
+        // (only special ones are skipped under `encode_special_tokens`).
+        let bpe = if words.is_some() && tok.get_added_tokens_decoder().values().all(|t| t.special) {
             serde_json::to_value(tok.get_model())
                 .ok()
                 .and_then(|m| crate::fastbpe::FastBpe::from_model_json(&m))
@@ -104,6 +132,7 @@ impl DocTokenizer {
         };
         DocTokenizer {
             tok,
+            words: if bpe.is_some() { words } else { None },
             bpe,
             prenormalize,
             split_words,
@@ -125,10 +154,15 @@ impl DocTokenizer {
 
     /// Token ids of a document, without BOS/EOS.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
-        if let Some(bpe) = &self.bpe {
-            // Normalise (Prepend + Replace) and split before each run of `▁`, then BPE per word.
+        if let (Some(bpe), Some(words)) = (&self.bpe, self.words) {
             let mut s = String::with_capacity(text.len() + 3);
-            if !text.is_empty() {
+            let prepend = match words {
+                Words::LlamaRuns => !text.is_empty(),
+                Words::Metaspace { prepend } => {
+                    prepend && !text.is_empty() && !text.starts_with([' ', META])
+                }
+            };
+            if prepend {
                 s.push(META);
             }
             for c in text.chars() {
@@ -136,10 +170,15 @@ impl DocTokenizer {
             }
             let mut out = Vec::with_capacity(text.len() / 3 + 1);
             let mut start = 0;
+            // Llama splits before a run of `▁`; Metaspace before every `▁`.
             let mut prev_meta = true;
             for (i, c) in s.char_indices() {
                 let meta = c == META;
-                if meta && !prev_meta {
+                let boundary = match words {
+                    Words::LlamaRuns => meta && !prev_meta,
+                    Words::Metaspace { .. } => meta && i > 0,
+                };
+                if boundary {
                     bpe.encode_word(&s[start..i], &mut out);
                     start = i;
                 }
@@ -178,7 +217,7 @@ mod tests {
     }
 
     #[test]
-    fn other_tokenizers_run_unchanged_but_keep_special_text() {
+    fn trained_metaspace_tokenizers_match_and_keep_special_text() {
         let tok = crate::tokenizer_train::train(
             vec!["some text here and more text".to_string(); 5],
             &crate::tokenizer_train::TrainOptions {
@@ -188,12 +227,11 @@ mod tests {
         )
         .unwrap();
         let d = DocTokenizer::new(tok.clone());
-        assert!(!d.accelerated());
-        let t = "some text </s> here";
-        assert_eq!(
-            d.encode("some text").unwrap(),
-            tok.encode("some text", false).unwrap().get_ids()
+        assert!(
+            d.accelerated(),
+            "our own trained layout takes the fast path"
         );
+        let t = "some text </s> here";
         assert!(
             !d.encode(t).unwrap().contains(&2),
             "</s> in text is not EOS"
@@ -202,5 +240,20 @@ mod tests {
             tok.encode(t, false).unwrap().get_ids().contains(&2),
             "HF's default would be"
         );
+        // Same ids as `tokenizers` (with special-token text as text) on awkward strings.
+        let mut reference = tok.clone();
+        reference.set_encode_special_tokens(true);
+        let alphabet = [
+            "some", "text", " ", "  ", "\u{2581}", "\n", "x", "é", "🦀", "</s>", "<s>", "here", ".",
+        ];
+        let mut r = tinyllama_model::rng::Rng::new(3);
+        for _ in 0..3000 {
+            let n = 1 + r.below(30) as usize;
+            let s: String = (0..n)
+                .map(|_| alphabet[r.below(alphabet.len() as u64) as usize])
+                .collect();
+            let want = reference.encode(s.as_str(), false).unwrap();
+            assert_eq!(d.encode(&s).unwrap(), want.get_ids(), "{s:?}");
+        }
     }
 }

@@ -155,9 +155,14 @@ fn every_bad_record_is_accounted_for() {
     assert!(trunc.examples.iter().any(|e| e.contains("c.jsonl.gz:")));
     // Unreadable files are reported with the reason.
     let unreadable = &r.scan.file_errors["input/unreadable_file"];
-    assert_eq!(unreadable.docs, 2, "{unreadable:?}");
+    // (The dangling symlink exists only on Unix.)
+    assert_eq!(
+        unreadable.docs,
+        if cfg!(unix) { 2 } else { 1 },
+        "{unreadable:?}"
+    );
     assert!(unreadable.examples.iter().any(|e| e.contains("d.parquet")));
-    assert!(unreadable.examples.iter().any(|e| e.contains("f.jsonl")));
+    assert!(!cfg!(unix) || unreadable.examples.iter().any(|e| e.contains("f.jsonl")));
     // Repairs are counted, not hidden.
     assert_eq!(r.scan.utf8_repaired, 1);
     assert_eq!(r.scan.nfc_changed, 1);

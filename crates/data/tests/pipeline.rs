@@ -251,3 +251,28 @@ fn slimpajama_preset_and_jsonl_output() {
     }
     assert_eq!(n, r.sources.iter().map(|s| s.docs_out).sum::<u64>());
 }
+
+#[test]
+fn document_tokenizer_matches_hf_on_a_trained_tokenizer() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = corpus(dir.path());
+    let raw = tokenizers::Tokenizer::from_file(&c.tokenizer).unwrap();
+    let doc = tinyllama_data::fasttok::DocTokenizer::new(raw.clone());
+    assert!(doc.accelerated());
+    let mut reference = raw.clone();
+    reference.set_encode_special_tokens(true);
+    let lex = tinyllama_data::benchcorpus::Lexicon::new(20000, 5);
+    let mut r = tinyllama_model::rng::Rng::new(8);
+    for i in 0..300 {
+        let mut t = if i % 3 == 0 {
+            lex.code(&mut r)
+        } else {
+            lex.document(&mut r)
+        };
+        if i % 7 == 0 {
+            t = format!("  {t}  ünïcödé 🦀 </s>");
+        }
+        let want = reference.encode(t.as_str(), false).unwrap();
+        assert_eq!(doc.encode(&t).unwrap(), want.get_ids());
+    }
+}

@@ -113,7 +113,8 @@ impl Filter for FineWeb {
         }
         let newlines = text.bytes().filter(|&b| b == b'\n').count();
         if r[3] {
-            let mut seen = std::collections::HashSet::with_capacity(lines.len());
+            let mut seen: crate::hashing::FxSet<&str> =
+                crate::hashing::FxSet::with_capacity_and_hasher(lines.len(), Default::default());
             let mut dup_chars = 0usize;
             for l in &lines {
                 if !seen.insert(*l) {

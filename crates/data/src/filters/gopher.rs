@@ -272,7 +272,7 @@ impl GopherRepetition {
 /// datatrove's `find_duplicates`: how many elements repeat an earlier one, and their total
 /// length in characters.
 fn find_duplicates<'t>(items: impl Iterator<Item = &'t str>) -> (usize, usize, usize) {
-    let mut seen: std::collections::HashSet<&str> = std::collections::HashSet::new();
+    let mut seen: crate::hashing::FxSet<&str> = Default::default();
     let (mut n, mut dup, mut dup_chars) = (0, 0, 0);
     for it in items {
         n += 1;

@@ -144,7 +144,12 @@ fn emit_one(
     }
     let bytes = text.len() as u64;
     match tok {
-        Some(t) => match t.tok.encode(&text) {
+        Some(t) => match t
+            .tok
+            .as_ref()
+            .expect("emit loads the encoder")
+            .encode(&text)
+        {
             Ok(mut ids) => {
                 ids.push(t.eos);
                 let o = &ctx.cfg.output;
@@ -346,7 +351,7 @@ pub(crate) fn emit(ctx: &Ctx) -> Result<()> {
         "the merge stage has not completed for this configuration; run `--stage merge` first",
     )?;
     let tok = if ctx.packed() {
-        Some(TokState::load(ctx.cfg)?)
+        Some(TokState::load(ctx.cfg, true)?)
     } else {
         None
     };

@@ -57,12 +57,18 @@ struct ScanSet<'a> {
     offsets: Vec<u64>,
     participants: u64,
     quiet: bool,
+    /// Passes over the signature files so far, to label progress.
+    passes: std::sync::atomic::AtomicUsize,
 }
 
 impl ScanSet<'_> {
     fn for_each_record(&self, f: &mut dyn FnMut(u64, &ScanRecord) -> Result<()>) -> Result<()> {
         let total = *self.offsets.last().unwrap();
-        let progress = Progress::items("merge", total, self.quiet);
+        let pass = self
+            .passes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
+        let progress = Progress::items(&format!("merge pass {pass}"), total, self.quiet);
         let mut rec = ScanRecord::default();
         for file in &self.ctx.files {
             let mut r = ScanReader::open(&self.ctx.work.scan_sig(file.index), self.ctx.bands)?;
@@ -159,6 +165,7 @@ pub(crate) fn merge(ctx: &Ctx) -> Result<MergeMarker> {
         offsets: offsets.clone(),
         participants,
         quiet: ctx.opts.quiet,
+        passes: Default::default(),
     };
     let budget = ((ctx.cfg.dedup.memory_budget_mb * 1048576.0) as u64).max(1);
     let tmp = ctx.work.tmp();

@@ -93,7 +93,8 @@ impl Default for RunOptions {
 
 /// The tokenizer as the emit stage uses it.
 pub(crate) struct TokState {
-    pub tok: crate::fasttok::DocTokenizer,
+    /// Built only where documents are encoded (emit), not for packing.
+    pub tok: Option<crate::fasttok::DocTokenizer>,
     pub eos: u32,
     pub vocab: usize,
     pub dtype: DType,
@@ -102,7 +103,7 @@ pub(crate) struct TokState {
 }
 
 impl TokState {
-    fn load(cfg: &PipelineConfig) -> Result<Self> {
+    fn load(cfg: &PipelineConfig, for_encoding: bool) -> Result<Self> {
         let t = cfg
             .tokenizer
             .as_ref()
@@ -136,7 +137,7 @@ impl TokState {
             bail!("tokenizer eos_id {eos} is outside the vocabulary of {vocab}");
         }
         Ok(TokState {
-            tok: crate::fasttok::DocTokenizer::new(tok),
+            tok: for_encoding.then(|| crate::fasttok::DocTokenizer::new(tok)),
             eos,
             vocab,
             dtype: DType::for_vocab(vocab),

@@ -85,6 +85,7 @@ fn pack_split(
     inputs: &[PathBuf],
     split: &str,
     prefix: &str,
+    progress: &crate::progress::Progress,
 ) -> Result<ManifestSplit> {
     let dir = ctx.cfg.output_dir.join(split);
     let mut w = PackedWriter::new(&dir, prefix, tok.vocab, ctx.cfg.output.chunk_size)?;
@@ -108,6 +109,7 @@ fn pack_split(
                 }
                 break;
             }
+            progress.inc(n as u64);
             let have = carry + n;
             let whole = have / size * size;
             ids.clear();
@@ -147,7 +149,7 @@ pub(crate) fn pack(ctx: &Ctx, timings: &BTreeMap<String, f64>) -> Result<Report>
         "the merge stage has not completed for this configuration; run the earlier stages first",
     )?;
     let tok = if ctx.packed() {
-        Some(TokState::load(cfg)?)
+        Some(TokState::load(cfg, false)?)
     } else {
         None
     };
@@ -183,7 +185,6 @@ pub(crate) fn pack(ctx: &Ctx, timings: &BTreeMap<String, f64>) -> Result<Report>
         );
     }
 
-    let nsrc = cfg.sources.len();
     let weight_sum: f64 = cfg.sources.iter().map(|s| s.weight).sum();
     let mut sources: Vec<SourceReport> = cfg
         .sources
@@ -286,17 +287,25 @@ pub(crate) fn pack(ctx: &Ctx, timings: &BTreeMap<String, f64>) -> Result<Report>
                 m
             }
             None => {
+                let total: u64 = ctx
+                    .files
+                    .iter()
+                    .flat_map(|f| [ctx.work.emit_train(f.index), ctx.work.emit_val(f.index)])
+                    .filter_map(|p| std::fs::metadata(p).ok())
+                    .map(|m| m.len())
+                    .sum();
+                let progress = crate::progress::Progress::bytes("pack", total, ctx.opts.quiet);
                 let mut ms = Vec::new();
                 for (i, s) in cfg.sources.iter().enumerate() {
-                    ctx.log(&format!("pack: {}", s.name));
                     let files: Vec<&crate::ingest::InputFile> =
                         ctx.files.iter().filter(|f| f.source == i).collect();
                     let train_in: Vec<PathBuf> =
                         files.iter().map(|f| ctx.work.emit_train(f.index)).collect();
                     let val_in: Vec<PathBuf> =
                         files.iter().map(|f| ctx.work.emit_val(f.index)).collect();
-                    let mut train = pack_split(ctx, tok, &train_in, "train", &s.name)?;
-                    let mut validation = pack_split(ctx, tok, &val_in, "validation", &s.name)?;
+                    let mut train = pack_split(ctx, tok, &train_in, "train", &s.name, &progress)?;
+                    let mut validation =
+                        pack_split(ctx, tok, &val_in, "validation", &s.name, &progress)?;
                     train.docs = sources[i].train_docs;
                     validation.docs = sources[i].val_docs;
                     ms.push(ManifestSource {
@@ -306,6 +315,7 @@ pub(crate) fn pack(ctx: &Ctx, timings: &BTreeMap<String, f64>) -> Result<Report>
                         validation,
                     });
                 }
+                progress.finish();
                 let m = Manifest {
                     fingerprint: pack_fp,
                     format: "LITPKDS v1".into(),
@@ -380,7 +390,6 @@ pub(crate) fn pack(ctx: &Ctx, timings: &BTreeMap<String, f64>) -> Result<Report>
             bytes_out,
         },
     ];
-    let _ = nsrc;
     Ok(Report {
         output_dir: cfg.output_dir.clone(),
         format: if ctx.packed() {
