@@ -85,7 +85,8 @@ pub fn evaluate<B: Backend>(
                 encode_pair(tok, &opts.policy, &r.context, &r.continuation)?;
             if continuation.is_empty() {
                 problem = Some(format!(
-                    "continuation {:?} encodes to no tokens after its context",
+                    "continuation {:?} encodes to no tokens after its context (the tokenizer \
+                     merges it into the context's last token; --encoding separate scores it)",
                     r.continuation
                 ));
             } else if continuation.len() > max_len {
