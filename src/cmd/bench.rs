@@ -1,6 +1,9 @@
-use anyhow::Result;
+use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
-use tinyllama_model::presets;
+use std::path::{Path, PathBuf};
+use tinyllama_infer::gguf::{format::TensorType, llama::export, vocab::Vocab};
+use tinyllama_infer::{DecodeModel, WeightFormat};
+use tinyllama_model::{hf, presets, HostWeights};
 
 #[derive(Subcommand)]
 pub enum BenchCommand {
@@ -9,6 +12,321 @@ pub enum BenchCommand {
     /// Zero-shot evaluation throughput (items/s) on one task's first N items, with a model
     /// directory or a randomly initialised preset.
     Eval(Box<super::eval_bench::EvalBenchArgs>),
+    /// Decode speed per weight format: prompt processing and generation tokens/s, optionally
+    /// beside llama.cpp's llama-bench on the same weights exported to GGUF.
+    Decode(DecodeBenchArgs),
+    /// Server throughput: completion tokens/s with 1, 8, 32… concurrent HTTP clients.
+    Serve(ServeBenchArgs),
+}
+
+#[derive(Args)]
+pub struct DecodeBenchArgs {
+    /// Model preset with random weights.
+    #[arg(long, default_value = "tinyllama-1.1b")]
+    pub preset: String,
+    /// A Hugging Face model directory instead of a preset.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Weight formats to measure, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "f32,bf16,q8_0,q4_0")]
+    pub formats: Vec<String>,
+    /// Prompt tokens for the prompt-processing figure (llama-bench's pp).
+    #[arg(long, default_value_t = 512)]
+    pub prompt: usize,
+    /// Tokens for the generation figure (llama-bench's tg).
+    #[arg(long, default_value_t = 128)]
+    pub gen: usize,
+    /// Timed repetitions (the median is reported) after one warm-up.
+    #[arg(long, default_value_t = 3)]
+    pub reps: usize,
+    /// llama.cpp's `llama-bench` binary: also measure llama.cpp on the same weights (exported
+    /// to GGUF in the same format) with the same thread count.
+    #[arg(long)]
+    pub llama_bench: Option<PathBuf>,
+    /// Directory for the GGUF files given to llama-bench (default: the system temp directory);
+    /// each file is deleted after its run.
+    #[arg(long)]
+    pub gguf_dir: Option<PathBuf>,
+    /// Seed of the random weights and token ids.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Print one JSON line per format instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct ServeBenchArgs {
+    /// Model preset with random weights.
+    #[arg(long, default_value = "tinyllama-1.1b")]
+    pub preset: String,
+    /// A Hugging Face model directory instead of a preset.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Weight format.
+    #[arg(long, default_value = "f32")]
+    pub quant: String,
+    /// Concurrent clients, comma-separated; one measurement each.
+    #[arg(long, value_delimiter = ',', default_value = "1,8,32")]
+    pub clients: Vec<usize>,
+    /// Requests each client sends, one after another.
+    #[arg(long, default_value_t = 2)]
+    pub requests: usize,
+    /// Prompt tokens per request.
+    #[arg(long, default_value_t = 128)]
+    pub prompt: usize,
+    /// Completion tokens per request (EOS is ignored).
+    #[arg(long, default_value_t = 128)]
+    pub gen: usize,
+    /// Sequences decoded together at most (default: the largest client count).
+    #[arg(long)]
+    pub max_parallel: Option<usize>,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Print one JSON line per client count instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Random weights for a preset, or a model directory.
+fn bench_weights(preset: &str, model: Option<&Path>, seed: u64) -> Result<(HostWeights, String)> {
+    match model {
+        Some(dir) => Ok((hf::load_dir(dir)?, dir.display().to_string())),
+        None => {
+            let cfg = presets::get(preset)?;
+            eprintln!(
+                "initialising {preset} with random weights ({} parameters)...",
+                cfg.num_params()
+            );
+            Ok((
+                HostWeights::init(&cfg, seed),
+                format!("{preset} (random weights)"),
+            ))
+        }
+    }
+}
+
+fn gguf_type(f: WeightFormat) -> TensorType {
+    match f {
+        WeightFormat::F32 => TensorType::F32,
+        WeightFormat::Bf16 => TensorType::Bf16,
+        WeightFormat::Q8_0 => TensorType::Q8_0,
+        WeightFormat::Q4_0 => TensorType::Q4_0,
+    }
+}
+
+/// Runs llama-bench on a GGUF file; returns (pp tokens/s, tg tokens/s).
+fn llama_bench(bin: &Path, gguf: &Path, a: &DecodeBenchArgs, threads: usize) -> Result<(f64, f64)> {
+    let out = std::process::Command::new(bin)
+        .arg("-m")
+        .arg(gguf)
+        .args(["-p", &a.prompt.to_string(), "-n", &a.gen.to_string()])
+        .args([
+            "-t",
+            &threads.to_string(),
+            "-r",
+            &a.reps.max(1).to_string(),
+            "-o",
+            "json",
+        ])
+        .output()
+        .with_context(|| format!("cannot run {}", bin.display()))?;
+    if !out.status.success() {
+        bail!(
+            "{} failed ({}): {}",
+            bin.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .last()
+                .unwrap_or("")
+        );
+    }
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .with_context(|| format!("{} -o json printed no JSON", bin.display()))?;
+    let (mut pp, mut tg) = (0.0, 0.0);
+    for t in v.as_array().map(|a| a.as_slice()).unwrap_or(&[]) {
+        let ts = t["avg_ts"].as_f64().unwrap_or(0.0);
+        match (
+            t["n_prompt"].as_u64().unwrap_or(0),
+            t["n_gen"].as_u64().unwrap_or(0),
+        ) {
+            (p, 0) if p > 0 => pp = ts,
+            (0, g) if g > 0 => tg = ts,
+            _ => {}
+        }
+    }
+    Ok((pp, tg))
+}
+
+fn run_decode(a: DecodeBenchArgs) -> Result<()> {
+    let formats = a
+        .formats
+        .iter()
+        .map(|f| WeightFormat::parse(f))
+        .collect::<Result<Vec<_>>>()?;
+    if let Some(b) = &a.llama_bench {
+        if !b.exists() {
+            bail!(
+                "--llama-bench {} does not exist (build llama.cpp's llama-bench target)",
+                b.display()
+            );
+        }
+    }
+    let (host, what) = bench_weights(&a.preset, a.model.as_deref(), a.seed)?;
+    let threads = rayon::current_num_threads();
+    let vocab = match &a.model {
+        Some(dir) if a.llama_bench.is_some() => {
+            let c = &host.config;
+            Some(Vocab::from_dir(dir, c.vocab_size, c.bos_id, c.eos_id)?)
+        }
+        None if a.llama_bench.is_some() => Some(Vocab::synthetic(host.config.vocab_size)),
+        _ => None,
+    };
+    if !a.json {
+        println!(
+            "{what}; {threads} threads; {} kernels; pp{} / tg{}; median of {}",
+            tinyllama_infer::simd::active().name(),
+            a.prompt,
+            a.gen,
+            a.reps
+        );
+        println!(
+            "{:<6} {:>9} {:>12} {:>12} {:>7} {:>12} {:>12} {:>7}",
+            "format", "MiB", "pp tok/s", "llama.cpp", "ratio", "tg tok/s", "llama.cpp", "ratio"
+        );
+    }
+    for f in formats {
+        let model = DecodeModel::from_host(host.clone(), f)?;
+        let ours = tinyllama_infer::bench::bench_decode(&model, a.prompt, a.gen, a.reps, a.seed)?;
+        drop(model);
+        let theirs = match (&a.llama_bench, &vocab) {
+            (Some(bin), Some(v)) => {
+                let dir = a.gguf_dir.clone().unwrap_or_else(std::env::temp_dir);
+                let path = dir.join(format!(
+                    "tinyllama-bench-{}-{}.gguf",
+                    f.name(),
+                    std::process::id()
+                ));
+                export(&host, v, "bench", &path, gguf_type(f))?;
+                let r = llama_bench(bin, &path, &a, threads);
+                let _ = std::fs::remove_file(&path);
+                Some(r?)
+            }
+            _ => None,
+        };
+        let ratio = |o: f64, t: Option<f64>| t.filter(|&t| t > 0.0).map(|t| o / t);
+        if a.json {
+            println!(
+                "{}",
+                serde_json::json!({
+                    "model": what, "threads": threads, "format": f.name(), "weight_mib": ours.weight_mib,
+                    "prompt": a.prompt, "gen": a.gen,
+                    "pp_tok_s": ours.pp_tok_s, "tg_tok_s": ours.tg_tok_s,
+                    "llamacpp_pp_tok_s": theirs.map(|t| t.0), "llamacpp_tg_tok_s": theirs.map(|t| t.1),
+                    "pp_ratio": ratio(ours.pp_tok_s, theirs.map(|t| t.0)),
+                    "tg_ratio": ratio(ours.tg_tok_s, theirs.map(|t| t.1)),
+                })
+            );
+        } else {
+            let cell = |x: Option<f64>, p: usize| {
+                x.map(|v| format!("{v:.p$}")).unwrap_or_else(|| "-".into())
+            };
+            println!(
+                "{:<6} {:>9.1} {:>12.2} {:>12} {:>7} {:>12.2} {:>12} {:>7}",
+                f.name(),
+                ours.weight_mib,
+                ours.pp_tok_s,
+                cell(theirs.map(|t| t.0), 2),
+                cell(ratio(ours.pp_tok_s, theirs.map(|t| t.0)), 2),
+                ours.tg_tok_s,
+                cell(theirs.map(|t| t.1), 2),
+                cell(ratio(ours.tg_tok_s, theirs.map(|t| t.1)), 2),
+            );
+        }
+    }
+    Ok(())
+}
+
+fn run_serve(a: ServeBenchArgs) -> Result<()> {
+    use tinyllama_infer::batch::SchedulerConfig;
+    use tinyllama_infer::loader::Loaded;
+    use tinyllama_model::rng::Rng;
+    if a.clients.is_empty() || a.clients.contains(&0) {
+        bail!("--clients needs positive counts, e.g. 1,8,32");
+    }
+    let format = WeightFormat::parse(&a.quant)?;
+    let (host, what) = bench_weights(&a.preset, a.model.as_deref(), a.seed)?;
+    let cfg = host.config.clone();
+    if a.prompt + a.gen > cfg.max_seq_len || a.prompt == 0 {
+        bail!(
+            "--prompt {} + --gen {} must fit the model's context of {} (prompt ≥ 1)",
+            a.prompt,
+            a.gen,
+            cfg.max_seq_len
+        );
+    }
+    let tokenizer = match &a.model {
+        Some(dir) => tinyllama_model::tokenizer::Tokenizer::load(dir, cfg.bos_id, cfg.eos_id)?,
+        None => {
+            let json = tinyllama_infer::testutil::char_tokenizer_json(cfg.vocab_size);
+            let inner: tokenizers::Tokenizer = json
+                .parse()
+                .map_err(|e| anyhow::anyhow!("building the stand-in tokenizer: {e}"))?;
+            tinyllama_model::tokenizer::Tokenizer::from_inner(inner, cfg.bos_id, cfg.eos_id)
+        }
+    };
+    let max_clients = *a.clients.iter().max().unwrap_or(&1);
+    let loaded = Loaded {
+        runner: tinyllama_infer::Runner::new(DecodeModel::from_host(host, format)?, None)?,
+        tokenizer,
+        template: tinyllama_infer::ChatTemplate::zephyr(),
+        name: "bench".into(),
+    };
+    let opts = tinyllama_serve::ServeOptions {
+        api_key: None,
+        model_name: None,
+        scheduler: SchedulerConfig {
+            max_parallel: a.max_parallel.unwrap_or(max_clients),
+            max_queue: max_clients * a.requests,
+        },
+    };
+    let srv = tinyllama_serve::spawn(loaded, "127.0.0.1:0".parse()?, &opts)?;
+    if !a.json {
+        println!(
+            "{what}, {} weights; {} threads; prompt {} + completion {} tokens; {} requests per client; max parallel {}",
+            format.name(),
+            rayon::current_num_threads(),
+            a.prompt,
+            a.gen,
+            a.requests,
+            opts.scheduler.max_parallel
+        );
+        println!(
+            "{:>8} {:>9} {:>12} {:>14}",
+            "clients", "requests", "tok/s", "mean latency"
+        );
+    }
+    let v = cfg.vocab_size as u64;
+    for &c in &a.clients {
+        let prompt = |i: usize| {
+            let mut r = Rng::derive(a.seed, i as u64);
+            let mut p = vec![cfg.bos_id];
+            p.extend((1..a.prompt).map(|_| (3 + r.below(v - 3)) as u32));
+            p
+        };
+        let t = tinyllama_serve::bench::measure(srv.addr, c, a.requests, a.gen, prompt)?;
+        if a.json {
+            println!("{}", serde_json::to_string(&t)?);
+        } else {
+            println!(
+                "{:>8} {:>9} {:>12.1} {:>13.2}s",
+                t.clients, t.requests, t.tok_s, t.mean_latency_s
+            );
+        }
+    }
+    srv.stop();
+    Ok(())
 }
 
 #[derive(Args)]
@@ -45,6 +363,8 @@ pub struct TrainBenchArgs {
 pub fn run(c: BenchCommand) -> Result<()> {
     match c {
         BenchCommand::Eval(a) => super::eval_bench::run(*a),
+        BenchCommand::Decode(a) => run_decode(a),
+        BenchCommand::Serve(a) => run_serve(a),
         BenchCommand::Train(a) => {
             let cfg = presets::get(&a.preset)?;
             let seq = a.seq.unwrap_or(cfg.max_seq_len);

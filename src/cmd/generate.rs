@@ -26,6 +26,10 @@ pub struct GenerateArgs {
     /// Report prompt and generation speed on stderr.
     #[arg(long)]
     pub verbose: bool,
+    /// Print one JSON object per prompt (prompt ids, generated ids, text, finish reason)
+    /// instead of streaming text, for scripts.
+    #[arg(long)]
+    pub json: bool,
 }
 
 pub fn run(a: GenerateArgs) -> Result<()> {
@@ -61,6 +65,27 @@ pub fn run(a: GenerateArgs) -> Result<()> {
                 ))
                 .unwrap_or_default()
         );
+    }
+    if a.json {
+        let outs = generate_batch(runner, &prompts, &vec![params; prompts.len()])?;
+        for (p, o) in prompts.iter().zip(&outs) {
+            let mut ts = tinyllama_infer::text::TextStream::new(p);
+            let mut text = ts.push(tok, &o.tokens)?;
+            text.push_str(&ts.flush(tok)?);
+            if let Some(at) = a.stop.iter().filter_map(|s| text.find(s.as_str())).min() {
+                text.truncate(at);
+            }
+            println!(
+                "{}",
+                serde_json::json!({
+                    "prompt_ids": p,
+                    "ids": o.tokens,
+                    "text": text,
+                    "finish": o.finish.describe(),
+                })
+            );
+        }
+        return Ok(());
     }
     if prompts.len() > 1 {
         // Several prompts: decoded together, printed when all are done.

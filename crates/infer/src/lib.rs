@@ -22,6 +22,8 @@ pub mod speculative;
 
 pub use runner::{Draft, Finish, GenParams, Runner, Sequence};
 pub mod batch;
+pub mod bench;
+pub mod gguf;
 pub mod loader;
 pub mod perplexity;
 #[doc(hidden)]

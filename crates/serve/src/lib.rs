@@ -4,6 +4,8 @@
 //! async side (axum on a small tokio runtime) only parses, queues and streams. This crate is
 //! the only one that depends on tokio.
 
+pub mod bench;
+pub mod client;
 pub mod error;
 pub mod handlers;
 pub mod request;

@@ -1,11 +1,10 @@
 //! The server over real HTTP on 127.0.0.1 with a random model: every endpoint, streaming,
 //! the 4xx cases, the API key, 50 concurrent clients whose greedy outputs equal
-//! single-request generation, and 503 on a full queue. A hand-written HTTP/1.1 client keeps
+//! single-request generation, and 503 on a full queue. The crate's small HTTP/1.1 client keeps
 //! the test dependencies small; every socket has a timeout.
 
 use serde_json::{json, Value};
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 use tinyllama_engine::sampling::SamplingParams;
@@ -14,6 +13,7 @@ use tinyllama_infer::generate::generate_text;
 use tinyllama_infer::loader::{load, LoadOptions, Loaded};
 use tinyllama_infer::testutil::{random_weights, small_config, write_model_dir};
 use tinyllama_infer::{GenParams, WeightFormat};
+use tinyllama_serve::client::{request, Reply};
 use tinyllama_serve::{spawn, ServeOptions, ServerHandle};
 
 const TEMPLATE: &str = r#"{"bos_token": "<s>", "eos_token": "</s>", "chat_template": "{% for m in messages %}<|{{ m.role }}|>\n{{ m.content }}{{ eos_token }}\n{% endfor %}{% if add_generation_prompt %}<|assistant|>\n{% endif %}"}"#;
@@ -47,26 +47,6 @@ fn start(dir: &Path, key: Option<&str>, max_parallel: usize, max_queue: usize) -
     spawn(loaded(dir), "127.0.0.1:0".parse().unwrap(), &opts).unwrap()
 }
 
-struct Reply {
-    status: u16,
-    headers: String,
-    body: String,
-}
-
-impl Reply {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
-    }
-    /// The `data:` payloads of a server-sent event stream.
-    fn events(&self) -> Vec<String> {
-        self.body
-            .split("\n\n")
-            .filter_map(|e| e.strip_prefix("data: "))
-            .map(String::from)
-            .collect()
-    }
-}
-
 fn http(
     addr: SocketAddr,
     method: &str,
@@ -74,56 +54,7 @@ fn http(
     headers: &[(&str, &str)],
     body: Option<&str>,
 ) -> Reply {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(10)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
-    s.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
-    let body = body.unwrap_or("");
-    let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    if !body.is_empty() {
-        req.push_str("Content-Type: application/json\r\n");
-    }
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    req.push_str(body);
-    s.write_all(req.as_bytes()).unwrap();
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).unwrap();
-    let text = String::from_utf8(raw).unwrap();
-    let (head, rest) = text
-        .split_once("\r\n\r\n")
-        .expect("a complete HTTP response");
-    let status: u16 = head.split(' ').nth(1).unwrap().parse().unwrap();
-    let chunked = head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked");
-    let body = if chunked {
-        dechunk(rest)
-    } else {
-        rest.to_string()
-    };
-    Reply {
-        status,
-        headers: head.to_string(),
-        body,
-    }
-}
-
-fn dechunk(mut s: &str) -> String {
-    let mut out = String::new();
-    loop {
-        let (size, rest) = s.split_once("\r\n").expect("chunk size line");
-        let n = usize::from_str_radix(size.trim(), 16).unwrap();
-        if n == 0 {
-            return out;
-        }
-        out.push_str(&rest[..n]);
-        s = &rest[n + 2..];
-    }
+    request(addr, method, path, headers, body, Duration::from_secs(120)).unwrap()
 }
 
 fn post(addr: SocketAddr, path: &str, body: &Value) -> Reply {
@@ -152,10 +83,13 @@ fn endpoints_streaming_and_errors() {
     let a = srv.addr;
 
     let r = http(a, "GET", "/health", &[], None);
-    assert_eq!((r.status, r.json()["status"].as_str()), (200, Some("ok")));
+    assert_eq!(
+        (r.status, r.json().unwrap()["status"].as_str()),
+        (200, Some("ok"))
+    );
     let r = http(a, "GET", "/v1/models", &[], None);
     assert_eq!(r.status, 200);
-    assert_eq!(r.json()["data"][0]["id"], "tiny");
+    assert_eq!(r.json().unwrap()["data"][0]["id"], "tiny");
 
     // Completions, greedy: equal to generating alone.
     let want = single(&loaded(tmp.path()), "hello world", 24);
@@ -165,7 +99,7 @@ fn endpoints_streaming_and_errors() {
         &json!({"model": "tiny", "prompt": "hello world", "max_tokens": 24, "temperature": 0}),
     );
     assert_eq!(r.status, 200, "{}", r.body);
-    let v = r.json();
+    let v = r.json().unwrap();
     assert_eq!(v["object"], "text_completion");
     assert_eq!(v["choices"][0]["text"].as_str().unwrap(), want);
     assert_eq!(v["usage"]["prompt_tokens"], 12);
@@ -179,11 +113,11 @@ fn endpoints_streaming_and_errors() {
     );
     assert_eq!(r.status, 200);
     assert!(
-        r.headers
+        r.head
             .to_ascii_lowercase()
             .contains("content-type: text/event-stream"),
         "{}",
-        r.headers
+        r.head
     );
     let ev = r.events();
     assert_eq!(ev.last().unwrap(), "[DONE]");
@@ -206,7 +140,7 @@ fn endpoints_streaming_and_errors() {
         &json!({"messages": msgs, "max_tokens": 20, "temperature": 0}),
     );
     assert_eq!(r.status, 200, "{}", r.body);
-    let v = r.json();
+    let v = r.json().unwrap();
     assert_eq!(v["object"], "chat.completion");
     assert_eq!(v["choices"][0]["message"]["role"], "assistant");
     let content = v["choices"][0]["message"]["content"]
@@ -241,7 +175,7 @@ fn endpoints_streaming_and_errors() {
             "/v1/chat/completions",
             &json!({"messages": msgs, "max_tokens": 20, "temperature": 0, "stop": [stop]}),
         );
-        let v = r.json();
+        let v = r.json().unwrap();
         let got = v["choices"][0]["message"]["content"].as_str().unwrap();
         assert!(
             content.starts_with(got) && !got.contains(&stop),
@@ -350,7 +284,7 @@ fn endpoints_streaming_and_errors() {
     for (path, body, status, needle) in cases {
         let r = http(a, "POST", path, &[], Some(body));
         assert_eq!(r.status, status, "{path} {body}: {}", r.body);
-        let v = r.json();
+        let v = r.json().unwrap();
         let msg = v["error"]["message"].as_str().unwrap();
         assert!(msg.contains(needle), "{body}: {msg}");
         assert!(v["error"]["type"].is_string());
@@ -361,10 +295,13 @@ fn endpoints_streaming_and_errors() {
         &json!({"prompt": long, "max_tokens": 5}),
     );
     assert_eq!(r.status, 400);
-    assert_eq!(r.json()["error"]["code"], "context_length_exceeded");
+    assert_eq!(
+        r.json().unwrap()["error"]["code"],
+        "context_length_exceeded"
+    );
     let r = http(a, "GET", "/v1/completions", &[], None);
     assert_eq!(r.status, 405);
-    assert!(r.json()["error"]["message"]
+    assert!(r.json().unwrap()["error"]["message"]
         .as_str()
         .unwrap()
         .contains("not allowed"));
@@ -374,7 +311,10 @@ fn endpoints_streaming_and_errors() {
         "/v1/completions",
         &json!({"prompt": "hello world", "max_tokens": 24, "temperature": 0}),
     );
-    assert_eq!(r.json()["choices"][0]["text"].as_str().unwrap(), want);
+    assert_eq!(
+        r.json().unwrap()["choices"][0]["text"].as_str().unwrap(),
+        want
+    );
     srv.stop();
 }
 
@@ -392,7 +332,7 @@ fn api_key_is_required_when_set() {
     ] {
         let r = http(a, "POST", "/v1/completions", &headers, Some(&body));
         assert_eq!(r.status, 401, "{headers:?}");
-        assert_eq!(r.json()["error"]["code"], "invalid_api_key");
+        assert_eq!(r.json().unwrap()["error"]["code"], "invalid_api_key");
     }
     assert_eq!(http(a, "GET", "/v1/models", &[], None).status, 401);
     let ok = [("Authorization", "Bearer sekrit")];
@@ -441,7 +381,10 @@ fn fifty_concurrent_clients_get_single_request_outputs() {
                         })
                         .collect::<String>()
                 } else {
-                    r.json()["choices"][0]["text"].as_str().unwrap().to_string()
+                    r.json().unwrap()["choices"][0]["text"]
+                        .as_str()
+                        .unwrap()
+                        .to_string()
                 }
             })
         })
@@ -455,7 +398,7 @@ fn fifty_concurrent_clients_get_single_request_outputs() {
         "/v1/completions",
         &json!({"prompt": [prompts[0], prompts[1]], "max_tokens": lens[0], "temperature": 0}),
     );
-    let v = r.json();
+    let v = r.json().unwrap();
     assert_eq!(v["choices"][0]["text"].as_str().unwrap(), want[0]);
     assert_eq!(v["choices"][1]["index"], 1);
 }
@@ -494,8 +437,8 @@ fn a_full_queue_answers_503() {
         &json!({"prompt": "hi", "max_tokens": 4}),
     );
     assert_eq!(r.status, 503, "{}", r.body);
-    assert_eq!(r.json()["error"]["code"], "queue_full");
-    assert!(r.headers.to_ascii_lowercase().contains("retry-after"));
+    assert_eq!(r.json().unwrap()["error"]["code"], "queue_full");
+    assert!(r.head.to_ascii_lowercase().contains("retry-after"));
     srv.scheduler.resume();
     for w in waiting {
         assert_eq!(w.join().unwrap(), 200);
@@ -509,4 +452,55 @@ fn a_full_queue_answers_503() {
         .status,
         200
     );
+}
+
+#[test]
+fn speculative_decoding_in_the_server_matches_the_target_alone() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (m, d) = (tmp.path().join("m"), tmp.path().join("d"));
+    model_dir(&m);
+    let dw = random_weights(&small_config(256), 77, 3.0);
+    write_model_dir(&dw, &d, Some(TEMPLATE)).unwrap();
+    let plain = loaded(&m);
+    let prompts: Vec<String> = (0..8).map(|i| format!("draft test {i}")).collect();
+    let want: Vec<String> = prompts.iter().map(|p| single(&plain, p, 30)).collect();
+    let with_draft = load(&LoadOptions {
+        model: m.clone(),
+        tokenizer: None,
+        format: WeightFormat::F32,
+        draft: Some(d),
+        draft_format: None,
+        draft_k: 3,
+    })
+    .unwrap();
+    let opts = ServeOptions {
+        api_key: None,
+        model_name: None,
+        scheduler: SchedulerConfig {
+            max_parallel: 4,
+            max_queue: 16,
+        },
+    };
+    let srv = spawn(with_draft, "127.0.0.1:0".parse().unwrap(), &opts).unwrap();
+    let a = srv.addr;
+    let handles: Vec<_> = prompts
+        .iter()
+        .map(|p| {
+            let p = p.clone();
+            std::thread::spawn(move || {
+                let r = post(
+                    a,
+                    "/v1/completions",
+                    &json!({"prompt": p, "max_tokens": 30, "temperature": 0}),
+                );
+                r.json().unwrap()["choices"][0]["text"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+        })
+        .collect();
+    for (h, w) in handles.into_iter().zip(&want) {
+        assert_eq!(&h.join().unwrap(), w);
+    }
 }
