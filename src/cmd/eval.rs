@@ -16,7 +16,7 @@ pub enum EvalCommand {
     /// Perplexity of a text file (BOS + text, no EOS, every next token scored once, with a
     /// sliding window when the text is longer than the context), or of packed token shards
     /// (--shards: non-overlapping windows of the context, as training reads them).
-    Perplexity(PerplexityArgs),
+    Perplexity(Box<PerplexityArgs>),
     /// Zero-shot benchmarks scored as lm-evaluation-harness does (HellaSwag, OpenBookQA,
     /// WinoGrande, ARC-Easy, ARC-Challenge, BoolQ, PIQA, LAMBADA): a markdown table of
     /// acc / acc_norm / perplexity with standard errors, and optionally JSON.
