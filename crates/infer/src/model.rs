@@ -5,7 +5,7 @@
 
 use crate::kernels::{self, Act, OutPtr, WView};
 use crate::linear::Linear;
-use crate::ops::{axpy, rmsnorm_row, rope_row, swiglu_row};
+use crate::ops::{rmsnorm_row, rope_row, swiglu_row, weighted_rows};
 use crate::quant::WeightFormat;
 use crate::simd::Isa;
 use anyhow::{bail, Result};
@@ -351,12 +351,9 @@ impl DecodeModel {
                 row.iter_mut().for_each(|v| *v *= scale);
                 let m = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
                 let sum = tinyllama_engine::cpu::simd::exp_shifted_sum(row, m);
+                weighted_rows(&mut o, row, &vc[kvh * hd..], kvd);
                 let inv = 1.0 / sum;
-                o.fill(0.0);
-                for (j, &p) in row.iter().enumerate() {
-                    let vr = &vc[j * kvd + kvh * hd..j * kvd + (kvh + 1) * hd];
-                    axpy(&mut o, p * inv, vr);
-                }
+                o.iter_mut().for_each(|x| *x *= inv);
                 // SAFETY: this task alone writes head h of its sequence's rows.
                 unsafe {
                     let dst = outp.get().add((offs[si] + r) * qd + h * hd);

@@ -36,10 +36,36 @@ multiversion! {
 }
 
 multiversion! {
-    /// `out += p · v`.
-    pub fn axpy(out: &mut [f32], p: f32, v: &[f32]) {
-        for i in 0..out.len() {
-            out[i] += p * v[i];
+    /// `out = Σ_j p[j] · v[j·stride .. j·stride + out.len()]`, the probability-weighted sum of
+    /// value rows for one query. Output columns go in blocks of 64 (16 at the end) held in
+    /// registers over all keys, so each key costs one load and one FMA per vector.
+    pub fn weighted_rows(out: &mut [f32], p: &[f32], v: &[f32], stride: usize) {
+        let hd = out.len();
+        let mut d0 = 0;
+        while d0 + 64 <= hd {
+            let mut acc = [0f32; 64];
+            for (j, &pj) in p.iter().enumerate() {
+                let vr: &[f32; 64] = v[j * stride + d0..j * stride + d0 + 64].try_into().unwrap();
+                for l in 0..64 {
+                    acc[l] += pj * vr[l];
+                }
+            }
+            out[d0..d0 + 64].copy_from_slice(&acc);
+            d0 += 64;
+        }
+        while d0 + 16 <= hd {
+            let mut acc = [0f32; 16];
+            for (j, &pj) in p.iter().enumerate() {
+                let vr: &[f32; 16] = v[j * stride + d0..j * stride + d0 + 16].try_into().unwrap();
+                for l in 0..16 {
+                    acc[l] += pj * vr[l];
+                }
+            }
+            out[d0..d0 + 16].copy_from_slice(&acc);
+            d0 += 16;
+        }
+        for (d, o) in out.iter_mut().enumerate().skip(d0) {
+            *o = p.iter().enumerate().map(|(j, &pj)| pj * v[j * stride + d]).sum();
         }
     }
 }

@@ -51,7 +51,7 @@ pub fn bias_offset(isa: Isa, q4: bool) -> i32 {
 }
 
 /// Quantises `rows` rows of `k` values (`k` a multiple of 32): per block `d = max|x| / 127`,
-/// `q = round(x / d)`.
+/// `q = round(x / d)` (half to even).
 pub fn quantize_acts(x: &[f32], rows: usize, k: usize, offset: i32) -> QActs {
     assert!(k.is_multiple_of(QK) && x.len() >= rows * k);
     let nb = k / QK;
@@ -63,24 +63,7 @@ pub fn quantize_acts(x: &[f32], rows: usize, k: usize, offset: i32) -> QActs {
         bias: vec![0; if offset != 0 { rows * nb * 8 } else { 0 }],
     };
     let one_row = |r: usize, qs: &mut [i8], d: &mut [f32], bias: &mut [i32]| {
-        let xr = &x[r * k..(r + 1) * k];
-        for b in 0..nb {
-            let xb = &xr[b * QK..(b + 1) * QK];
-            let amax = xb.iter().fold(0f32, |m, v| m.max(v.abs()));
-            let db = amax / 127.0;
-            let id = if db > 0.0 { 1.0 / db } else { 0.0 };
-            let q = &mut qs[b * QK..(b + 1) * QK];
-            for (qi, &v) in q.iter_mut().zip(xb) {
-                *qi = (v * id).round() as i8;
-            }
-            d[b] = db;
-            if offset != 0 {
-                for l in 0..8 {
-                    let s: i32 = q[4 * l..4 * l + 4].iter().map(|&v| v as i32).sum();
-                    bias[b * 8 + l] = -offset * s;
-                }
-            }
-        }
+        quantize_row(&x[r * k..(r + 1) * k], qs, d, bias, offset)
     };
     let bias_w = if offset != 0 { nb * 8 } else { 0 };
     if rows >= 4 {
@@ -111,6 +94,28 @@ pub fn quantize_acts(x: &[f32], rows: usize, k: usize, offset: i32) -> QActs {
         }
     }
     a
+}
+
+crate::simd::multiversion! {
+    /// One activation row of [`quantize_acts`]. Rounds half to even (one vector instruction;
+    /// llama.cpp's vectorised activation quantisation rounds the same way).
+    pub fn quantize_row(x: &[f32], qs: &mut [i8], d: &mut [f32], bias: &mut [i32], offset: i32) {
+        for (b, (xb, q)) in x.chunks_exact(QK).zip(qs.chunks_exact_mut(QK)).enumerate() {
+            let amax = xb.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let db = amax / 127.0;
+            let id = if db > 0.0 { 1.0 / db } else { 0.0 };
+            for (qi, &v) in q.iter_mut().zip(xb) {
+                *qi = (v * id).round_ties_even() as i8;
+            }
+            d[b] = db;
+            if offset != 0 {
+                for l in 0..8 {
+                    let s: i32 = q[4 * l..4 * l + 4].iter().map(|&v| v as i32).sum();
+                    bias[b * 8 + l] = -offset * s;
+                }
+            }
+        }
+    }
 }
 
 /// The left operand of a product.
