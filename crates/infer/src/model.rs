@@ -76,7 +76,7 @@ pub struct SeqInput<'a> {
 
 impl DecodeModel {
     /// Builds the model from host weights, converting every projection (and the LM head) to
-    /// `format`. Embeddings and norms stay f32.
+    /// `format`. Norms stay f32; embedding rows stay f32 in memory with the values of `format`.
     pub fn from_host(mut host: HostWeights, format: WeightFormat) -> Result<Self> {
         let cfg = host.config.clone();
         cfg.validate()?;
@@ -101,7 +101,16 @@ impl DecodeModel {
         let (d, hd) = (cfg.dim, cfg.head_dim());
         let (qd, kvd, f) = (cfg.n_heads * hd, cfg.kv_dim(), cfg.ffn_dim);
         let mut take = |i: usize| std::mem::take(&mut host.tensors[i]);
-        let embed = take(0);
+        // The embedding rows are looked up, not multiplied, so they stay f32 in memory, but
+        // with the values of the chosen format: a GGUF export stores `token_embd` in that
+        // format and llama.cpp reads those rows, so both decode from the same numbers (f32
+        // rows here made quantised runs part from llama.cpp's after a dozen tokens).
+        let embed = crate::quant::dequantize(&crate::quant::convert(
+            take(0),
+            cfg.vocab_size,
+            cfg.dim,
+            format,
+        ));
         let mut kept_f32 = 0;
         let mut lin = |w: Vec<f32>, rows: usize, cols: usize| {
             let l = Linear::new(w, rows, cols, format);

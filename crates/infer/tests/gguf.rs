@@ -184,3 +184,41 @@ fn tinystories_vocabulary_exports() {
     let single = v.tokens.iter().position(|t| t == "e").unwrap();
     assert!(v.scores[e] > v.scores[single]);
 }
+
+/// What llama.cpp decodes from is the GGUF file; decoding the file's weights must give exactly
+/// the logits of quantising the Hugging Face weights at load time, the embedding included
+/// (llama.cpp reads `token_embd` rows in the file's format).
+#[test]
+fn decoding_the_exported_weights_equals_quantising_at_load() {
+    use tinyllama_infer::model::{DecodeModel, SeqInput};
+    use tinyllama_infer::quant::WeightFormat;
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("hf");
+    let mut cfg = presets::get("micro-1m").unwrap();
+    cfg.vocab_size = 96;
+    cfg.tie_embeddings = true;
+    let w = random_weights(&cfg, 5, 1.0);
+    let tc = r#"{"bos_token": "<s>", "eos_token": "</s>", "pad_token": "<unk>"}"#;
+    write_model_dir(&w, &src, Some(tc)).unwrap();
+    for (ty, f) in [
+        (TensorType::Bf16, WeightFormat::Bf16),
+        (TensorType::Q8_0, WeightFormat::Q8_0),
+        (TensorType::Q4_0, WeightFormat::Q4_0),
+    ] {
+        let out = tmp.path().join(format!("m-{}.gguf", ty.name()));
+        export_dir(&src, &out, ty).unwrap();
+        let (from_file, _) = import(&out).unwrap();
+        let logits = |m: DecodeModel| {
+            let mut st = m.new_state();
+            m.forward(&mut [SeqInput {
+                state: &mut st,
+                tokens: &[1, 17, 42, 5, 88, 23],
+                logits: 6,
+            }])
+            .unwrap()
+        };
+        let a = logits(DecodeModel::from_host(w.clone(), f).unwrap());
+        let b = logits(DecodeModel::from_host(from_file, f).unwrap());
+        assert_eq!(a, b, "{}", ty.name());
+    }
+}
