@@ -19,8 +19,12 @@ impl<B: Backend> Profiled<B> {
         }
     }
     fn t<R>(&self, name: &'static str, f: impl FnOnce() -> R) -> R {
+        // A device backend queues work and returns at once: wait for the queue before and
+        // after, so each op is charged its own run time (a no-op on the CPU).
+        self.inner.synchronize();
         let t = Instant::now();
         let r = f();
+        self.inner.synchronize();
         let mut m = self.times.lock().unwrap();
         let e = m.entry(name).or_insert((0.0, 0));
         e.0 += t.elapsed().as_secs_f64();
@@ -50,11 +54,21 @@ impl<B: Backend> Backend for Profiled<B> {
     fn name(&self) -> String {
         format!("{} (profiled)", self.inner.name())
     }
+    fn synchronize(&self) {
+        self.inner.synchronize()
+    }
     fn zeros(&self, n: usize) -> B::Buf {
         self.inner.zeros(n)
     }
     fn upload(&self, d: &[f32]) -> B::Buf {
         self.inner.upload(d)
+    }
+    // Forwarded so a profiled device backend keeps its buffer kinds (e.g. bf16 activations).
+    fn zeros_as(&self, n: usize, kind: crate::backend::BufKind) -> B::Buf {
+        self.inner.zeros_as(n, kind)
+    }
+    fn upload_as(&self, d: &[f32], kind: crate::backend::BufKind) -> B::Buf {
+        self.inner.upload_as(d, kind)
     }
     fn download(&self, b: &B::Buf) -> Vec<f32> {
         self.t("download", || self.inner.download(b))
