@@ -105,7 +105,7 @@ impl DecodeModel {
         // with the values of the chosen format: a GGUF export stores `token_embd` in that
         // format and llama.cpp reads those rows, so both decode from the same numbers (f32
         // rows here made quantised runs part from llama.cpp's after a dozen tokens).
-        let embed = crate::quant::dequantize(&crate::quant::convert(
+        let embed = crate::quant::into_f32(crate::quant::convert(
             take(0),
             cfg.vocab_size,
             cfg.dim,

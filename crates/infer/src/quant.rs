@@ -171,6 +171,14 @@ pub fn convert(x: Vec<f32>, rows: usize, k: usize, f: WeightFormat) -> Weights {
     }
 }
 
+/// Back to f32 by value: f32 weights are handed back without a copy.
+pub fn into_f32(w: Weights) -> Vec<f32> {
+    match w {
+        Weights::F32(v) => v,
+        w => dequantize(&w),
+    }
+}
+
 /// Back to f32 (exactly the values the kernels multiply by).
 pub fn dequantize(w: &Weights) -> Vec<f32> {
     use crate::kernels::{bf16_to_f32, f16_to_f32};

@@ -51,11 +51,9 @@ const ROW_BLOCK: usize = 64;
 /// visited covers every key, which lets the backward pass overwrite dk/dv once and accumulate
 /// after.
 fn blocks(s: &AttnShape) -> impl Iterator<Item = (usize, usize, usize)> + '_ {
-    let rb = ROW_BLOCK;
-    let n = s.tq.div_ceil(rb);
-    (0..n).rev().map(move |i| {
-        let t0 = i * rb;
-        let t1 = (t0 + rb).min(s.tq);
+    (0..s.tq.div_ceil(ROW_BLOCK)).rev().map(move |i| {
+        let t0 = i * ROW_BLOCK;
+        let t1 = (t0 + ROW_BLOCK).min(s.tq);
         (t0, t1, s.tk - s.tq + t1)
     })
 }
@@ -193,7 +191,8 @@ pub fn backward<T: Real>(
                 let q_off = b * s.tq * qs + h * hd;
                 for (i, blk @ (t0, t1, kend)) in blocks(&s).enumerate() {
                     let rows = t1 - t0;
-                    let (p_blk, dp_blk) = (t0 * s.tk, t0 * s.tk);
+                    // P and dP share a layout: this block's rows start here in both.
+                    let blk_off = t0 * s.tk;
                     let qb_off = q_off + t0 * qs;
                     // The first block of the first head covers every key: it writes dk/dv,
                     // everything after accumulates.
@@ -207,7 +206,7 @@ pub fn backward<T: Real>(
                             rows,
                             kend,
                             hd,
-                            dpbuf.as_mut_ptr().add(dp_blk),
+                            dpbuf.as_mut_ptr().add(blk_off),
                             s.tk,
                             dout.as_ptr().add(qb_off),
                             qs,
@@ -242,7 +241,7 @@ pub fn backward<T: Real>(
                             kend,
                             dqp.get().add(qb_off),
                             qs,
-                            dpbuf.as_ptr().add(dp_blk),
+                            dpbuf.as_ptr().add(blk_off),
                             s.tk,
                             1,
                             k.as_ptr().add(kv_off),
@@ -259,7 +258,7 @@ pub fn backward<T: Real>(
                             rows,
                             dkp.get().add(kv_off),
                             ks,
-                            dpbuf.as_ptr().add(dp_blk),
+                            dpbuf.as_ptr().add(blk_off),
                             1,
                             s.tk,
                             q.as_ptr().add(qb_off),
@@ -275,7 +274,7 @@ pub fn backward<T: Real>(
                             rows,
                             dvp.get().add(kv_off),
                             ks,
-                            pbuf.as_ptr().add(p_blk),
+                            pbuf.as_ptr().add(blk_off),
                             1,
                             s.tk,
                             dout.as_ptr().add(qb_off),
