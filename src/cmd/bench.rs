@@ -352,6 +352,10 @@ pub struct TrainBenchArgs {
     /// Re-run each layer during the backward pass instead of keeping its activations.
     #[arg(long)]
     pub recompute: bool,
+    /// Compute precision: f32, or bf16 (bf16 matmul operands with f32 accumulation; on the CPU
+    /// it runs on AMX tiles where present). Default: f32 on the CPU, bf16 on CUDA.
+    #[arg(long)]
+    pub precision: Option<String>,
     /// Print one JSON line instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -368,6 +372,10 @@ pub fn run(c: BenchCommand) -> Result<()> {
         BenchCommand::Train(a) => {
             let cfg = presets::get(&a.preset)?;
             let seq = a.seq.unwrap_or(cfg.max_seq_len);
+            let precision = a
+                .precision
+                .clone()
+                .unwrap_or_else(|| if a.device == "cpu" { "f32" } else { "bf16" }.to_string());
             let d = tinyllama_train::device_bench::bench_train_device(
                 &a.device,
                 &cfg,
@@ -376,6 +384,7 @@ pub fn run(c: BenchCommand) -> Result<()> {
                 a.warmup,
                 a.steps,
                 a.recompute,
+                &precision,
             )?;
             let r = &d.base;
             if a.json {
@@ -415,7 +424,8 @@ pub fn run(c: BenchCommand) -> Result<()> {
                 println!("peak RSS           {:>10.1} MiB", r.peak_rss_mb);
             }
             if a.profile {
-                let p = tinyllama_train::bench::profile_train(&cfg, a.batch, seq, a.steps)?;
+                let p =
+                    tinyllama_train::bench::profile_train(&cfg, a.batch, seq, a.steps, &precision)?;
                 let total: f64 = p.iter().map(|x| x.1).sum();
                 println!(
                     "\n{:<28} {:>10} {:>7} {:>6}",

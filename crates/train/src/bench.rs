@@ -147,8 +147,10 @@ pub fn profile_train(
     batch: usize,
     seq: usize,
     steps: usize,
+    precision: &str,
 ) -> Result<Vec<(&'static str, f64, u64)>> {
-    let mut r = Rig::new(Profiled::new(CpuBackend::<f32>::new()), cfg, batch, seq)?;
+    let backend = crate::trainer::cpu_backend(precision)?;
+    let mut r = Rig::new(Profiled::new(backend), cfg, batch, seq)?;
     r.step()?;
     r.model.backend.reset();
     let steps = steps.max(1);

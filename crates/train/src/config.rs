@@ -142,7 +142,10 @@ pub struct RunSection {
     pub keep_last: usize,
     /// `cpu` (or `cuda[:N]` with a CUDA build).
     pub device: String,
-    /// `f32` (CPU default) or `bf16` mixed precision where the backend supports it.
+    /// `f32` (CPU default) or `bf16` mixed precision. On CUDA, bf16 activations and products
+    /// with f32 master weights. On the CPU, the layer products and the LM head take bf16
+    /// operands and accumulate in f32 (on AMX tiles where the CPU has them; emulated, and
+    /// slower than f32, where not); everything else stays f32.
     pub precision: String,
     /// Stop after this many consecutive steps with non-finite loss or gradients.
     pub max_bad_steps: u64,

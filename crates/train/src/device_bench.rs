@@ -7,7 +7,7 @@ use crate::optimizer::{AdamW, AdamWConfig};
 use anyhow::{bail, Result};
 use serde::Serialize;
 use std::time::Instant;
-use tinyllama_engine::{Activations, Backend, CpuBackend, Llama};
+use tinyllama_engine::{Activations, Backend, Llama};
 use tinyllama_model::rng::Rng;
 use tinyllama_model::{HostWeights, ModelConfig};
 
@@ -46,10 +46,11 @@ pub fn bench_train_device(
     warmup: usize,
     steps: usize,
     recompute: bool,
+    precision: &str,
 ) -> Result<DeviceBench> {
     if device == "cpu" {
         return bench_train_on(
-            CpuBackend::<f32>::new(),
+            crate::trainer::cpu_backend(precision)?,
             device,
             cfg,
             batch,
@@ -61,6 +62,9 @@ pub fn bench_train_device(
         );
     }
     if device.starts_with("cuda") {
+        if precision != "bf16" {
+            bail!("device `{device}` trains in bf16 mixed precision; pass --precision bf16");
+        }
         #[cfg(feature = "cuda")]
         {
             let backend = match tinyllama_cuda::parse_device(device)? {
@@ -185,13 +189,13 @@ mod tests {
     fn cpu_device_bench_runs_with_and_without_recompute() {
         let cfg = tinyllama_model::presets::get("test-tiny").unwrap();
         for rc in [false, true] {
-            let r = bench_train_device("cpu", &cfg, 2, 8, 0, 1, rc).unwrap();
+            let r = bench_train_device("cpu", &cfg, 2, 8, 0, 1, rc, "f32").unwrap();
             assert!(r.base.step_tok_s > 0.0 && r.recompute == rc);
             assert!(r.mfu.is_none() && r.device_peak_mb.is_none());
         }
-        assert!(bench_train_device("tpu", &cfg, 1, 8, 0, 1, false).is_err());
+        assert!(bench_train_device("tpu", &cfg, 1, 8, 0, 1, false, "f32").is_err());
         #[cfg(not(feature = "cuda"))]
-        assert!(bench_train_device("cuda", &cfg, 1, 8, 0, 1, false)
+        assert!(bench_train_device("cuda", &cfg, 1, 8, 0, 1, false, "bf16")
             .unwrap_err()
             .to_string()
             .contains("without CUDA support"));

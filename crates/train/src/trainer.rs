@@ -48,13 +48,14 @@ pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<RunSummary> {
     cfg.validate()?;
     let dev = cfg.run.device.as_str();
     if dev == "cpu" {
-        if cfg.run.precision != "f32" {
-            bail!(
-                "[run]: precision `{}` is not available on the CPU backend yet; use f32",
-                cfg.run.precision
+        let backend = cpu_backend(&cfg.run.precision)?;
+        if cfg.run.precision == "bf16" && !tinyllama_engine::cpu::bf16_is_native() {
+            say(
+                opts,
+                "note: this CPU has no AMX tiles, so bf16 products are emulated and slower than f32; precision = \"f32\" is the faster choice here",
             );
         }
-        return train_on(CpuBackend::<f32>::new(), cfg, opts);
+        return train_on(backend, cfg, opts);
     }
     if dev.starts_with("cuda") {
         #[cfg(feature = "cuda")]
@@ -77,6 +78,17 @@ pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<RunSummary> {
         );
     }
     bail!("[run]: unknown device `{dev}`; use cpu or cuda[:N]")
+}
+
+/// The CPU backend for a run's `precision`: `f32`, or `bf16` (bf16 operands and f32
+/// accumulation in the layer products, on AMX tiles where the CPU has them; f32 master weights,
+/// optimizer state and everything else).
+pub fn cpu_backend(precision: &str) -> Result<CpuBackend<f32>> {
+    match precision {
+        "f32" => Ok(CpuBackend::new()),
+        "bf16" => Ok(CpuBackend::bf16()),
+        p => bail!("precision `{p}` unknown; use f32 or bf16"),
+    }
 }
 
 fn say(opts: &RunOptions, msg: impl AsRef<str>) {

@@ -99,6 +99,27 @@ pub fn gemm<T: Real>(
     }
 }
 
+/// A matrix product with [`gemm`]'s arguments (alpha 1, parallel): how a fused op (the LM head)
+/// multiplies in the backend's precision.
+pub type Product<'a, T> =
+    &'a (dyn Fn(usize, usize, usize, &mut [T], usize, usize, View<T>, View<T>, bool) + Sync);
+
+/// The plain product in `T`.
+#[allow(clippy::too_many_arguments)]
+pub fn plain<T: Real>(
+    m: usize,
+    n: usize,
+    k: usize,
+    c: &mut [T],
+    c_off: usize,
+    c_rs: usize,
+    a: View<T>,
+    b: View<T>,
+    accumulate: bool,
+) {
+    gemm(m, n, k, c, c_off, c_rs, a, b, T::ONE, accumulate, true)
+}
+
 /// The unchecked form, for kernels that write disjoint strided regions of one buffer from
 /// several threads.
 ///

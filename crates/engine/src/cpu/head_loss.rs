@@ -4,7 +4,7 @@
 //! full `[rows, vocab]` logits never exist (for a 32K vocabulary they would dwarf everything
 //! else in memory).
 
-use super::gemm::{gemm, View};
+use super::gemm::{Product, View};
 use crate::real::Real;
 use rayon::prelude::*;
 
@@ -26,6 +26,7 @@ pub fn forward_backward<T: Real>(
     dim: usize,
     scratch: &mut [T],
     mut grad: Option<(&mut [T], &mut [T], T)>,
+    mm: Product<T>,
 ) {
     let rows = targets.len();
     assert!(x.len() >= rows * dim && w.len() == vocab * dim && losses.len() >= rows);
@@ -43,7 +44,7 @@ pub fn forward_backward<T: Real>(
             rs: dim,
             cs: 1,
         };
-        gemm(
+        mm(
             cr,
             vocab,
             dim,
@@ -52,9 +53,7 @@ pub fn forward_backward<T: Real>(
             vocab,
             xv,
             View::transposed(w, dim),
-            T::ONE,
             false,
-            true,
         );
         let gscale = grad.as_ref().map(|g| g.2);
         logits
@@ -80,32 +79,20 @@ pub fn forward_backward<T: Real>(
             });
         if let Some((dx, dw, _)) = grad.as_mut() {
             // dx = dlogits·W ; dW += dlogitsᵀ·x
-            gemm(
+            let dl = View::row_major(logits, vocab);
+            mm(
                 cr,
                 dim,
                 vocab,
                 dx,
                 r0 * dim,
                 dim,
-                View::row_major(logits, vocab),
+                dl,
                 View::row_major(w, dim),
-                T::ONE,
                 false,
-                true,
             );
-            gemm(
-                vocab,
-                dim,
-                cr,
-                dw,
-                0,
-                dim,
-                View::transposed(logits, vocab),
-                xv,
-                T::ONE,
-                true,
-                true,
-            );
+            let dlt = View::transposed(logits, vocab);
+            mm(vocab, dim, cr, dw, 0, dim, dlt, xv, true);
         }
     }
 }
@@ -113,6 +100,7 @@ pub fn forward_backward<T: Real>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cpu::gemm::plain;
     use crate::cpu::gradcheck::{check, rand_vec};
 
     #[test]
@@ -134,6 +122,7 @@ mod tests {
                 dim,
                 &mut vec![0.0; 3 * vocab],
                 None,
+                &plain,
             );
             assert_eq!(l[1], 0.0);
             scale * l.iter().sum::<f64>()
@@ -149,6 +138,7 @@ mod tests {
             dim,
             &mut vec![0.0; 3 * vocab],
             Some((&mut dx, &mut dw, scale)),
+            &plain,
         );
         assert!(
             dx[dim..2 * dim].iter().all(|&g| g == 0.0),
@@ -172,6 +162,7 @@ mod tests {
             dim,
             &mut vec![0f32; 100],
             None,
+            &plain,
         );
         assert!((l[0] - (vocab as f32).ln()).abs() < 1e-5);
     }

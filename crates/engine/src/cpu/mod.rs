@@ -2,7 +2,9 @@
 //! element type so the same kernels run in f32 for training and f64 for gradient checks.
 
 pub mod adamw;
+pub mod amx;
 pub mod attention;
+pub mod bf16_gemm;
 pub mod embedding;
 pub mod gemm;
 #[cfg(test)]
@@ -22,14 +24,83 @@ use scratch::ScratchPool;
 
 pub struct CpuBackend<T: Real = f32> {
     pool: ScratchPool<T>,
+    /// Matrix products with bf16 operands and f32 accumulation (`precision = "bf16"`).
+    bf16_matmuls: bool,
+    packs: bf16_gemm::PackBuffers,
 }
 
 impl<T: Real> CpuBackend<T> {
     pub fn new() -> Self {
         CpuBackend {
             pool: ScratchPool::new(),
+            bf16_matmuls: false,
+            packs: Default::default(),
         }
     }
+}
+
+impl CpuBackend<f32> {
+    /// The bf16 mixed-precision backend: the layer products (projections, MLP, LM head and
+    /// their gradients) round their operands to bf16 and accumulate in f32, on AMX tiles where
+    /// the CPU has them — PyTorch autocast's numerics. Weights, optimizer state, norms,
+    /// attention and the loss stay f32.
+    pub fn bf16() -> Self {
+        CpuBackend {
+            bf16_matmuls: true,
+            ..Self::new()
+        }
+    }
+}
+
+impl<T: Real> CpuBackend<T> {
+    /// `c[c_off + i·c_rs + j] = (accumulate ? c : 0) + Σ_l a(i,l)·b(l,j)` in this backend's
+    /// precision.
+    #[allow(clippy::too_many_arguments)]
+    fn product(
+        &self,
+        m: usize,
+        n: usize,
+        k: usize,
+        c: &mut [T],
+        c_off: usize,
+        c_rs: usize,
+        a: View<T>,
+        b: View<T>,
+        accumulate: bool,
+    ) {
+        if self.bf16_matmuls {
+            // Only `CpuBackend::<f32>::bf16()` sets the flag, so T is f32 here.
+            assert_eq!(std::any::TypeId::of::<T>(), std::any::TypeId::of::<f32>());
+            // SAFETY: T is f32 (checked above): same size, alignment and bit validity.
+            let f = |v: View<T>| View {
+                data: unsafe {
+                    std::slice::from_raw_parts(v.data.as_ptr() as *const f32, v.data.len())
+                },
+                off: v.off,
+                rs: v.rs,
+                cs: v.cs,
+            };
+            let c = unsafe { std::slice::from_raw_parts_mut(c.as_mut_ptr() as *mut f32, c.len()) };
+            bf16_gemm::matmul(
+                m,
+                n,
+                k,
+                &mut c[c_off..],
+                c_rs,
+                f(a),
+                f(b),
+                accumulate,
+                &self.packs,
+            );
+            return;
+        }
+        gemm::gemm(m, n, k, c, c_off, c_rs, a, b, T::ONE, accumulate, true);
+    }
+}
+
+/// Whether bf16 products run on AMX tiles here (otherwise they are emulated, slower than f32).
+pub fn bf16_is_native() -> bool {
+    amx::available()
 }
 
 impl<T: Real> Default for CpuBackend<T> {
@@ -46,10 +117,18 @@ impl<T: Real> Backend for CpuBackend<T> {
 
     fn name(&self) -> String {
         let isa = ["baseline x86-64", "AVX2+FMA", "AVX-512"][simd::level() as usize];
+        let precision = if self.bf16_matmuls {
+            if amx::available() {
+                "bf16 matmuls on AMX, f32 elsewhere".to_string()
+            } else {
+                "bf16 matmuls emulated (no AMX), f32 elsewhere".to_string()
+            }
+        } else {
+            std::any::type_name::<T>().to_string()
+        };
         format!(
-            "cpu ({} threads, {isa}, {})",
+            "cpu ({} threads, {isa}, {precision})",
             rayon::current_num_threads(),
-            std::any::type_name::<T>()
         )
     }
     fn zeros(&self, n: usize) -> Vec<T> {
@@ -138,7 +217,7 @@ impl<T: Real> Backend for CpuBackend<T> {
         } else {
             View::row_major(b, n)
         };
-        gemm::gemm(m, n, k, c, 0, n, av, bv, T::ONE, accumulate, true);
+        self.product(m, n, k, c, 0, n, av, bv, accumulate);
     }
     fn embedding_fwd(&self, out: &mut Vec<T>, table: &Vec<T>, ids: &Vec<i32>, dim: usize) {
         embedding::forward(out, table, ids, dim)
@@ -225,7 +304,10 @@ impl<T: Real> Backend for CpuBackend<T> {
         grad: Option<(&mut Vec<T>, &mut Vec<T>, f32)>,
     ) {
         let grad = grad.map(|(dx, dw, s)| (dx.as_mut_slice(), dw.as_mut_slice(), T::from_f32(s)));
-        head_loss::forward_backward(losses, x, w, targets, vocab, dim, scratch, grad)
+        let mm = |m, n, k, c: &mut [T], c_off, c_rs, a: View<'_, T>, b: View<'_, T>, acc| {
+            self.product(m, n, k, c, c_off, c_rs, a, b, acc)
+        };
+        head_loss::forward_backward(losses, x, w, targets, vocab, dim, scratch, grad, &mm)
     }
     fn head_chunk_rows(&self, vocab: usize) -> usize {
         head_loss::chunk_rows(vocab)

@@ -1,0 +1,184 @@
+//! Intel AMX (Advanced Matrix Extensions) for bf16 products: detection, the one-time request
+//! for tile state, and the 32×32 micro-kernel.
+//!
+//! AMX has eight tile registers of up to 16 rows × 64 bytes and one instruction that matters
+//! here, `tdpbf16ps C, A, B`: `C[i][j] += Σ_p A[i][2p]·B[p][2j] + A[i][2p+1]·B[p][2j+1]` with
+//! A a 16×32 bf16 tile, B a 16×32 bf16 tile holding 32 k-values × 16 columns in pairs
+//! ("VNNI" layout), and C a 16×16 f32 tile. The products of two bf16 values are exact in f32,
+//! so the only rounding is the f32 accumulation — the numerics PyTorch's bf16 autocast gives.
+//!
+//! Rust's AMX intrinsics are not stable, so the instructions are written as inline assembly
+//! (LLVM's assembler knows them whatever the target features). Tile registers are invisible to
+//! the compiler, which never uses them, so they keep their contents between `asm!` blocks on
+//! one thread.
+//!
+//! Linux gives a process the 8 KiB of AMX state only after it asks (`arch_prctl`
+//! `ARCH_REQ_XCOMP_PERM`); until then the first tile instruction kills it with SIGILL. The
+//! request is made once, in [`available`], before any kernel runs.
+
+/// Rows × k-values of one A tile, and k-values × columns of one B tile.
+pub const TILE_ROWS: usize = 16;
+pub const TILE_K: usize = 32;
+/// bf16 elements in one packed tile (1 KiB).
+pub const TILE_ELEMS: usize = TILE_ROWS * TILE_K;
+
+/// Whether this CPU and kernel run AMX bf16 tiles (checked, and permission requested, once).
+/// `TINYLLAMA_NO_AMX=1` turns it off, to compare with the emulated path.
+pub fn available() -> bool {
+    use std::sync::OnceLock;
+    static OK: OnceLock<bool> = OnceLock::new();
+    *OK.get_or_init(|| std::env::var_os("TINYLLAMA_NO_AMX").is_none() && detect())
+}
+
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+fn detect() -> bool {
+    use std::arch::x86_64::__cpuid_count;
+    // CPUID.(EAX=7,ECX=0):EDX bit 22 = AMX-BF16, bit 24 = AMX-TILE.
+    let leaf7 = __cpuid_count(7, 0);
+    if leaf7.edx & (1 << 22) == 0 || leaf7.edx & (1 << 24) == 0 {
+        return false;
+    }
+    // The OS must save tile state (XCR0 bits 17 and 18), which XGETBV reports once CPUID says
+    // OSXSAVE (leaf 1, ECX bit 27).
+    let leaf1 = __cpuid_count(1, 0);
+    if leaf1.ecx & (1 << 27) == 0 {
+        return false;
+    }
+    const ARCH_REQ_XCOMP_PERM: libc::c_ulong = 0x1023;
+    const XFEATURE_XTILEDATA: libc::c_ulong = 18;
+    // SAFETY: a plain syscall with integer arguments; it fails cleanly on kernels without AMX.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_arch_prctl,
+            ARCH_REQ_XCOMP_PERM,
+            XFEATURE_XTILEDATA,
+        )
+    };
+    r == 0
+}
+
+#[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+fn detect() -> bool {
+    false
+}
+
+/// The 64-byte tile configuration: palette 1, all eight tiles 16 rows × 64 bytes.
+#[repr(C, align(64))]
+struct TileConfig {
+    palette: u8,
+    start_row: u8,
+    _reserved: [u8; 14],
+    colsb: [u16; 16],
+    rows: [u8; 16],
+}
+
+const CONFIG: TileConfig = TileConfig {
+    palette: 1,
+    start_row: 0,
+    _reserved: [0; 14],
+    colsb: [64, 64, 64, 64, 64, 64, 64, 64, 0, 0, 0, 0, 0, 0, 0, 0],
+    rows: [16, 16, 16, 16, 16, 16, 16, 16, 0, 0, 0, 0, 0, 0, 0, 0],
+};
+
+/// Holds this thread's tile configuration for its lifetime and releases the tile state when
+/// dropped (so an idle thread does not carry 8 KiB of live state through context switches).
+pub struct Tiles(());
+
+impl Tiles {
+    /// # Safety
+    /// [`available`] must have returned true.
+    #[cfg(target_arch = "x86_64")]
+    pub unsafe fn configure() -> Tiles {
+        std::arch::asm!("ldtilecfg [{}]", in(reg) &CONFIG as *const TileConfig, options(nostack, readonly));
+        Tiles(())
+    }
+
+    /// `out[32×32] (+)= A·B` over `kt` k-tiles: `a0`/`a1` point at the packed A tiles of rows
+    /// 0–15 and 16–31 (consecutive k-tiles [`TILE_ELEMS`] apart), `b0`/`b1` at the packed B
+    /// tiles of columns 0–15 and 16–31. `out` is row-major with rows `ld` floats apart; with
+    /// `accumulate` the products are added to what it holds.
+    ///
+    /// # Safety
+    /// The pointers must be valid for `kt` tiles each and `out` for 32 rows of 32 floats.
+    #[cfg(target_arch = "x86_64")]
+    #[inline]
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn kernel_32x32(
+        &self,
+        a0: *const u16,
+        a1: *const u16,
+        b0: *const u16,
+        b1: *const u16,
+        kt: usize,
+        out: *mut f32,
+        ld: usize,
+        accumulate: bool,
+    ) {
+        use std::arch::asm;
+        let (o0, o1, o2, o3) = (out, out.add(16), out.add(16 * ld), out.add(16 * ld + 16));
+        let stride = ld * 4;
+        if accumulate {
+            asm!(
+                "tileloadd tmm0, [{o0} + {s}*1]",
+                "tileloadd tmm1, [{o1} + {s}*1]",
+                "tileloadd tmm2, [{o2} + {s}*1]",
+                "tileloadd tmm3, [{o3} + {s}*1]",
+                o0 = in(reg) o0,
+                o1 = in(reg) o1,
+                o2 = in(reg) o2,
+                o3 = in(reg) o3,
+                s = in(reg) stride,
+                options(nostack, readonly)
+            );
+        } else {
+            asm!(
+                "tilezero tmm0",
+                "tilezero tmm1",
+                "tilezero tmm2",
+                "tilezero tmm3",
+                options(nostack, nomem)
+            );
+        }
+        for t in 0..kt {
+            let o = t * TILE_ELEMS;
+            asm!(
+                "tileloadd tmm4, [{a0} + {s}*1]",
+                "tileloadd tmm6, [{b0} + {s}*1]",
+                "tdpbf16ps tmm0, tmm4, tmm6",
+                "tileloadd tmm7, [{b1} + {s}*1]",
+                "tdpbf16ps tmm1, tmm4, tmm7",
+                "tileloadd tmm5, [{a1} + {s}*1]",
+                "tdpbf16ps tmm2, tmm5, tmm6",
+                "tdpbf16ps tmm3, tmm5, tmm7",
+                a0 = in(reg) a0.add(o),
+                a1 = in(reg) a1.add(o),
+                b0 = in(reg) b0.add(o),
+                b1 = in(reg) b1.add(o),
+                s = in(reg) 64usize,
+                options(nostack, readonly)
+            );
+        }
+        asm!(
+            "tilestored [{o0} + {s}*1], tmm0",
+            "tilestored [{o1} + {s}*1], tmm1",
+            "tilestored [{o2} + {s}*1], tmm2",
+            "tilestored [{o3} + {s}*1], tmm3",
+            o0 = in(reg) o0,
+            o1 = in(reg) o1,
+            o2 = in(reg) o2,
+            o3 = in(reg) o3,
+            s = in(reg) stride,
+            options(nostack)
+        );
+    }
+}
+
+impl Drop for Tiles {
+    fn drop(&mut self) {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: releasing configured tile state; no tile is used after this.
+        unsafe {
+            std::arch::asm!("tilerelease", options(nostack, nomem))
+        }
+    }
+}
