@@ -35,6 +35,9 @@ pub trait Real:
     fn exp(self) -> Self;
     fn max(self, o: Self) -> Self;
     fn is_finite(self) -> bool;
+    /// `self·a + b` with one rounding. Becomes one instruction only inside code compiled with
+    /// FMA enabled (see `cpu::small_gemm`); elsewhere it is a slow library call.
+    fn mul_add(self, a: Self, b: Self) -> Self;
     /// `x[i] = exp(x[i] - shift)` in place and returns the sum. f32 uses a vectorisable
     /// polynomial (relative error < 2e-7); f64 uses the exact library exp, because the f64 path
     /// exists for finite-difference checks.
@@ -90,6 +93,10 @@ impl Real for f32 {
     fn is_finite(self) -> bool {
         f32::is_finite(self)
     }
+    #[inline(always)]
+    fn mul_add(self, a: f32, b: f32) -> f32 {
+        f32::mul_add(self, a, b)
+    }
     fn exp_shifted_sum(x: &mut [f32], shift: f32) -> f32 {
         crate::cpu::simd::exp_shifted_sum(x, shift)
     }
@@ -131,6 +138,10 @@ impl Real for f64 {
     }
     fn is_finite(self) -> bool {
         f64::is_finite(self)
+    }
+    #[inline(always)]
+    fn mul_add(self, a: f64, b: f64) -> f64 {
+        f64::mul_add(self, a, b)
     }
     fn exp_shifted_sum(x: &mut [f64], shift: f64) -> f64 {
         let mut s = 0.0;

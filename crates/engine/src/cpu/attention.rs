@@ -1,5 +1,6 @@
 //! Causal grouped-query attention. Per (sequence, head) the scores `S = q·kᵀ/√d` are one
-//! strided gemm, the masked softmax runs row by row, and `P·v` is a second gemm. Only the
+//! small product (`cpu::small_gemm`, from keys transposed once per sequence and key/value
+//! head), the masked softmax runs row by row, and `P·v` is a second product. Only the
 //! log-sum-exp of each score row is saved; the backward pass recomputes `P` from it (as
 //! FlashAttention does), so saved state is O(T) per head rather than O(T²).
 //!
@@ -7,8 +8,8 @@
 //!   dP = dO·vᵀ,  dS = P ⊙ (dP − D),  dq = dS·k/√d,  dk = dSᵀ·q/√d,  dv = Pᵀ·dO,
 //! where dk and dv sum over the query heads that share a key/value head.
 
-use super::gemm::gemm_raw;
 use super::scratch::ScratchPool;
+use super::small_gemm::product;
 use crate::backend::AttnShape;
 use crate::real::Real;
 use rayon::prelude::*;
@@ -58,38 +59,45 @@ fn blocks(s: &AttnShape) -> impl Iterator<Item = (usize, usize, usize)> + '_ {
     })
 }
 
+/// `kt[d·tk + j] = k[b, j, kvh, d]`: one (sequence, key/value head)'s keys transposed, so the
+/// score products read them along rows.
+///
+/// # Safety
+/// `k` must cover the ranges implied by `s` (checked by the callers).
+unsafe fn transpose_keys<T: Real>(kt: &mut [T], k: *const T, s: &AttnShape, b: usize, kvh: usize) {
+    let ks = s.n_kv_heads * s.head_dim;
+    let base = k.add(b * s.kv_stride * ks + kvh * s.head_dim);
+    for j in 0..s.tk {
+        let row = std::slice::from_raw_parts(base.add(j * ks), s.head_dim);
+        for (d, &x) in row.iter().enumerate() {
+            kt[d * s.tk + j] = x;
+        }
+    }
+}
+
 /// Computes `S[t0..t1, ..kend] = scale·q_h·k_hᵀ` for one (sequence, head) into `sbuf`
-/// (`[tq, tk]`, row stride `tk`).
+/// (`[tq, tk]`, row stride `tk`), from the transposed keys `kt` of [`transpose_keys`].
 ///
 /// # Safety
 /// Pointers must cover the ranges implied by `s` (checked by the callers).
-#[allow(clippy::too_many_arguments)]
 unsafe fn scores<T: Real>(
     sbuf: &mut [T],
     q: *const T,
-    k: *const T,
+    kt: &[T],
     s: &AttnShape,
     b: usize,
     h: usize,
     (t0, t1, kend): (usize, usize, usize),
 ) {
-    let (qs, ks) = (s.n_heads * s.head_dim, s.n_kv_heads * s.head_dim);
-    let kvh = h / (s.n_heads / s.n_kv_heads);
+    let qs = s.n_heads * s.head_dim;
     let scale = T::from_f64(1.0 / (s.head_dim as f64).sqrt());
-    gemm_raw(
-        t1 - t0,
-        kend,
-        s.head_dim,
+    product(
+        (t1 - t0, kend, s.head_dim),
         sbuf.as_mut_ptr().add(t0 * s.tk),
         s.tk,
-        q.add(b * s.tq * qs + t0 * qs + h * s.head_dim),
-        qs,
-        1,
-        k.add(b * s.kv_stride * ks + kvh * s.head_dim),
-        1,
-        ks,
+        (q.add(b * s.tq * qs + t0 * qs + h * s.head_dim), qs, 1),
+        (kt.as_ptr(), s.tk),
         scale,
-        false,
         false,
     );
 }
@@ -113,13 +121,15 @@ pub fn forward<T: Real>(
     (0..s.batch * s.n_heads).into_par_iter().for_each(|task| {
         let (b, h) = (task / s.n_heads, task % s.n_heads);
         let kvh = h / (s.n_heads / s.n_kv_heads);
-        let mut buf = pool.get(s.tq * s.tk);
-        let sbuf = &mut buf[..s.tq * s.tk];
+        let mut buf = pool.get(s.tq * s.tk + hd * s.tk);
+        let (sbuf, kt) = buf[..(s.tq + hd) * s.tk].split_at_mut(s.tq * s.tk);
+        // SAFETY: shapes checked above.
+        unsafe { transpose_keys(kt, k.as_ptr(), &s, b, kvh) };
         for blk @ (t0, t1, kend) in blocks(&s) {
             // SAFETY: shapes checked above; this task alone writes out[b, :, h, :] and
             // lse[b, h, :].
             unsafe {
-                scores(sbuf, q.as_ptr(), k.as_ptr(), &s, b, h, blk);
+                scores(sbuf, q.as_ptr(), kt, &s, b, h, blk);
                 for t in t0..t1 {
                     let lim = s.tk - s.tq + t + 1;
                     let row = &mut sbuf[t * s.tk..t * s.tk + kend];
@@ -130,20 +140,13 @@ pub fn forward<T: Real>(
                     row[lim..].fill(T::ZERO);
                     *lsep.get().add((b * s.n_heads + h) * s.tq + t) = m + sum.ln();
                 }
-                gemm_raw(
-                    t1 - t0,
-                    hd,
-                    kend,
+                product(
+                    (t1 - t0, hd, kend),
                     outp.get().add(b * s.tq * qs + t0 * qs + h * hd),
                     qs,
-                    sbuf.as_ptr().add(t0 * s.tk),
-                    s.tk,
-                    1,
-                    v.as_ptr().add(b * s.kv_stride * ks + kvh * hd),
-                    ks,
-                    1,
+                    (sbuf.as_ptr().add(t0 * s.tk), s.tk, 1),
+                    (v.as_ptr().add(b * s.kv_stride * ks + kvh * hd), ks),
                     T::ONE,
-                    false,
                     false,
                 );
             }
@@ -183,8 +186,15 @@ pub fn backward<T: Real>(
         .into_par_iter()
         .for_each(|task| {
             let (b, kvh) = (task / s.n_kv_heads, task % s.n_kv_heads);
-            let mut buf = pool.get(2 * s.tq * s.tk);
-            let (pbuf, dpbuf) = buf[..2 * s.tq * s.tk].split_at_mut(s.tq * s.tk);
+            let mut buf = pool.get(2 * s.tq * s.tk + 2 * hd * s.tk);
+            let (pbuf, rest) = buf[..2 * (s.tq + hd) * s.tk].split_at_mut(s.tq * s.tk);
+            let (dpbuf, rest) = rest.split_at_mut(s.tq * s.tk);
+            let (kt, vt) = rest.split_at_mut(hd * s.tk);
+            // SAFETY: shapes checked above. V transposed like K, for dP = dO·vᵀ.
+            unsafe {
+                transpose_keys(kt, k.as_ptr(), &s, b, kvh);
+                transpose_keys(vt, v.as_ptr(), &s, b, kvh);
+            }
             let kv_off = b * s.kv_stride * ks + kvh * hd;
             for hh in 0..group {
                 let h = kvh * group + hh;
@@ -200,22 +210,15 @@ pub fn backward<T: Real>(
                     // SAFETY: shapes checked; this task alone writes dq[b,:,h,:] for its heads
                     // and dk/dv[b,:,kvh,:].
                     unsafe {
-                        scores(pbuf, q.as_ptr(), k.as_ptr(), &s, b, h, blk);
+                        scores(pbuf, q.as_ptr(), kt, &s, b, h, blk);
                         // dP = dO·vᵀ
-                        gemm_raw(
-                            rows,
-                            kend,
-                            hd,
+                        product(
+                            (rows, kend, hd),
                             dpbuf.as_mut_ptr().add(blk_off),
                             s.tk,
-                            dout.as_ptr().add(qb_off),
-                            qs,
-                            1,
-                            v.as_ptr().add(kv_off),
-                            1,
-                            ks,
+                            (dout.as_ptr().add(qb_off), qs, 1),
+                            (vt.as_ptr(), s.tk),
                             T::ONE,
-                            false,
                             false,
                         );
                         for t in t0..t1 {
@@ -235,54 +238,33 @@ pub fn backward<T: Real>(
                             dp[lim..].fill(T::ZERO);
                         }
                         // dq = scale·dS·k
-                        gemm_raw(
-                            rows,
-                            hd,
-                            kend,
+                        product(
+                            (rows, hd, kend),
                             dqp.get().add(qb_off),
                             qs,
-                            dpbuf.as_ptr().add(blk_off),
-                            s.tk,
-                            1,
-                            k.as_ptr().add(kv_off),
-                            ks,
-                            1,
+                            (dpbuf.as_ptr().add(blk_off), s.tk, 1),
+                            (k.as_ptr().add(kv_off), ks),
                             scale,
-                            false,
                             false,
                         );
                         // dk (+)= scale·dSᵀ·q ; dv (+)= Pᵀ·dO, over this block's keys
-                        gemm_raw(
-                            kend,
-                            hd,
-                            rows,
+                        product(
+                            (kend, hd, rows),
                             dkp.get().add(kv_off),
                             ks,
-                            dpbuf.as_ptr().add(blk_off),
-                            1,
-                            s.tk,
-                            q.as_ptr().add(qb_off),
-                            qs,
-                            1,
+                            (dpbuf.as_ptr().add(blk_off), 1, s.tk),
+                            (q.as_ptr().add(qb_off), qs),
                             scale,
                             acc,
-                            false,
                         );
-                        gemm_raw(
-                            kend,
-                            hd,
-                            rows,
+                        product(
+                            (kend, hd, rows),
                             dvp.get().add(kv_off),
                             ks,
-                            pbuf.as_ptr().add(blk_off),
-                            1,
-                            s.tk,
-                            dout.as_ptr().add(qb_off),
-                            qs,
-                            1,
+                            (pbuf.as_ptr().add(blk_off), 1, s.tk),
+                            (dout.as_ptr().add(qb_off), qs),
                             T::ONE,
                             acc,
-                            false,
                         );
                     }
                 }

@@ -14,6 +14,7 @@ pub mod rmsnorm;
 pub mod rope;
 pub mod scratch;
 pub mod simd;
+pub mod small_gemm;
 pub mod swiglu;
 
 use crate::backend::{AttnShape, Backend};

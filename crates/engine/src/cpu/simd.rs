@@ -64,7 +64,11 @@ pub fn exp_f32(x: f32) -> f32 {
     // Round to nearest by adding and subtracting 1.5·2²³ (exact for |v| < 2²²): unlike
     // `f32::round`, which is a libm call on baseline x86-64, this keeps the loop vectorisable.
     const MAGIC: f32 = 12_582_912.0;
-    let n = (x * std::f32::consts::LOG2_E + MAGIC) - MAGIC;
+    let shifted = x * std::f32::consts::LOG2_E + MAGIC;
+    let n = shifted - MAGIC;
+    // The same integer read from the bits of `shifted` (its low mantissa bits hold n + 2²²):
+    // `n as i32` would be a saturating conversion, which LLVM does lane by lane in scalar code.
+    let ni = (shifted.to_bits() as i32).wrapping_sub(MAGIC.to_bits() as i32);
     // Two-constant Cody–Waite reduction keeps r accurate.
     let r = x - n * 0.693_359_4 + n * 2.121_944_4e-4;
     let p = 1.0
@@ -72,7 +76,7 @@ pub fn exp_f32(x: f32) -> f32 {
             + r * (0.5
                 + r * (0.166_666_67
                     + r * (0.041_666_52 + r * (0.008_333_541 + r * 0.001_394_988_6)))));
-    let bits = ((n as i32 + 127) as u32) << 23;
+    let bits = (ni.wrapping_add(127) as u32) << 23;
     p * f32::from_bits(bits)
 }
 
@@ -87,12 +91,18 @@ multiversion! {
                 acc[i] += c[i];
             }
         }
-        let mut s = 0.0;
-        for v in chunks.into_remainder() {
-            *v = exp_f32(*v - shift);
-            s += *v;
+        // The tail runs as one more full-width chunk padded with -inf (whose exp underflows to
+        // ~1e-38, nothing next to a softmax sum ≥ 1), so short and ragged rows — causal
+        // attention has one of every length — stay vectorised.
+        let rest = chunks.into_remainder();
+        let mut pad = [f32::NEG_INFINITY; 16];
+        pad[..rest.len()].copy_from_slice(rest);
+        for i in 0..16 {
+            pad[i] = exp_f32(pad[i] - shift);
+            acc[i] += pad[i];
         }
-        acc.iter().sum::<f32>() + s
+        rest.copy_from_slice(&pad[..rest.len()]);
+        acc.iter().sum::<f32>()
     }
 }
 
