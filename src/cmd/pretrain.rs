@@ -33,6 +33,10 @@ pub struct PretrainArgs {
     /// Override run.device (cpu, cuda[:N]).
     #[arg(long)]
     pub device: Option<String>,
+    /// Override run.precision (f32, or bf16: bf16 products with f32 accumulation; on the CPU
+    /// it pays off where the CPU has AMX).
+    #[arg(long)]
+    pub precision: Option<String>,
     /// Override run.save_every.
     #[arg(long)]
     pub save_every: Option<u64>,
@@ -74,6 +78,9 @@ pub fn run(a: PretrainArgs) -> Result<()> {
     }
     if let Some(v) = &a.device {
         cfg.run.device = v.clone();
+    }
+    if let Some(v) = &a.precision {
+        cfg.run.precision = v.clone();
     }
     if let Some(v) = a.save_every {
         cfg.run.save_every = v;
