@@ -186,7 +186,7 @@ fn run_decode(a: DecodeBenchArgs) -> Result<()> {
     if !a.json {
         println!(
             "{what}; {threads} threads; {} kernels; pp{} / tg{}; median of {}",
-            tinyllama_infer::simd::active().name(),
+            tinyllama_infer::simd::describe(tinyllama_infer::simd::active()),
             a.prompt,
             a.gen,
             a.reps

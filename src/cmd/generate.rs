@@ -53,7 +53,7 @@ pub fn run(a: GenerateArgs) -> Result<()> {
             loaded.name,
             m.format.name(),
             m.weight_bytes() as f64 / (1 << 20) as f64,
-            tinyllama_infer::simd::active().name(),
+            tinyllama_infer::simd::describe(tinyllama_infer::simd::active()),
             rayon::current_num_threads(),
             runner
                 .draft

@@ -49,6 +49,15 @@ pub fn detected() -> Isa {
     })
 }
 
+/// The kernels in words, AMX included where bf16 weights use it.
+pub fn describe(isa: Isa) -> String {
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx512 && tinyllama_engine::cpu::amx::available() {
+        return format!("{} (bf16 on AMX tiles)", isa.name());
+    }
+    isa.name().to_string()
+}
+
 /// Every instruction set this CPU can run (for tests that compare them).
 pub fn available() -> Vec<Isa> {
     [Isa::Scalar, Isa::Avx2, Isa::Avx512]

@@ -171,6 +171,93 @@ impl Tiles {
             options(nostack)
         );
     }
+
+    /// `out[32 × 16·NB] = A·B` over `kt` k-tiles where the two 16-row A tiles are read in
+    /// place from a row-major bf16 matrix — rows `a_stride` bytes apart, k-tile `t` starting
+    /// [`TILE_K`]`·t` elements after `a0` / `a1` — and the NB (1 or 2) B tiles are packed
+    /// (consecutive k-tiles [`TILE_ELEMS`] apart). `out` is row-major, rows `ld` floats apart.
+    /// This serves the decoder, whose bf16 weight rows are A tiles as stored.
+    ///
+    /// # Safety
+    /// Every tile read must lie inside its allocation; `out` must hold 32 rows of 16·NB.
+    #[cfg(target_arch = "x86_64")]
+    #[inline]
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn kernel_rows<const NB: usize>(
+        &self,
+        a0: *const u16,
+        a1: *const u16,
+        a_stride: usize,
+        b0: *const u16,
+        b1: *const u16,
+        kt: usize,
+        out: *mut f32,
+        ld: usize,
+    ) {
+        use std::arch::asm;
+        asm!(
+            "tilezero tmm0",
+            "tilezero tmm1",
+            "tilezero tmm2",
+            "tilezero tmm3",
+            options(nostack, nomem)
+        );
+        for t in 0..kt {
+            let (oa, ob) = (t * TILE_K, t * TILE_ELEMS);
+            if NB == 2 {
+                asm!(
+                    "tileloadd tmm4, [{a0} + {sa}*1]",
+                    "tileloadd tmm6, [{b0} + {s}*1]",
+                    "tdpbf16ps tmm0, tmm4, tmm6",
+                    "tileloadd tmm7, [{b1} + {s}*1]",
+                    "tdpbf16ps tmm1, tmm4, tmm7",
+                    "tileloadd tmm5, [{a1} + {sa}*1]",
+                    "tdpbf16ps tmm2, tmm5, tmm6",
+                    "tdpbf16ps tmm3, tmm5, tmm7",
+                    a0 = in(reg) a0.add(oa),
+                    a1 = in(reg) a1.add(oa),
+                    b0 = in(reg) b0.add(ob),
+                    b1 = in(reg) b1.add(ob),
+                    sa = in(reg) a_stride,
+                    s = in(reg) 64usize,
+                    options(nostack, readonly)
+                );
+            } else {
+                asm!(
+                    "tileloadd tmm4, [{a0} + {sa}*1]",
+                    "tileloadd tmm6, [{b0} + {s}*1]",
+                    "tdpbf16ps tmm0, tmm4, tmm6",
+                    "tileloadd tmm5, [{a1} + {sa}*1]",
+                    "tdpbf16ps tmm2, tmm5, tmm6",
+                    a0 = in(reg) a0.add(oa),
+                    a1 = in(reg) a1.add(oa),
+                    b0 = in(reg) b0.add(ob),
+                    sa = in(reg) a_stride,
+                    s = in(reg) 64usize,
+                    options(nostack, readonly)
+                );
+            }
+        }
+        let stride = ld * 4;
+        asm!(
+            "tilestored [{o0} + {s}*1], tmm0",
+            "tilestored [{o2} + {s}*1], tmm2",
+            o0 = in(reg) out,
+            o2 = in(reg) out.add(16 * ld),
+            s = in(reg) stride,
+            options(nostack)
+        );
+        if NB == 2 {
+            asm!(
+                "tilestored [{o1} + {s}*1], tmm1",
+                "tilestored [{o3} + {s}*1], tmm3",
+                o1 = in(reg) out.add(16),
+                o3 = in(reg) out.add(16 * ld + 16),
+                s = in(reg) stride,
+                options(nostack)
+            );
+        }
+    }
 }
 
 impl Drop for Tiles {

@@ -307,6 +307,18 @@ fn pack_a(a: &View<f32>, m: usize, k: usize, kt: usize, out: &mut [u32]) {
     }
 }
 
+/// `b` (k×n) packed as AMX B tiles, for callers that keep the left operand in place (the
+/// decoder's bf16 weights): 16-column blocks (zero-padded to an even count) of
+/// `k.div_ceil(32)` tiles of [`amx::TILE_ELEMS`] bf16 values each, in a `u32` buffer (two bf16
+/// per word).
+pub fn pack_rhs(b: View<f32>, k: usize, n: usize, out: &mut Vec<u32>) {
+    let kt = k.div_ceil(amx::TILE_K);
+    let need = n.div_ceil(32) * 2 * kt * TILE_WORDS;
+    out.clear();
+    out.resize(need, 0);
+    pack_b(&b, k, n, kt, out);
+}
+
 /// Packs `b` (k×n) as B tiles: 16-column blocks of `kt` tiles.
 fn pack_b(b: &View<f32>, k: usize, n: usize, kt: usize, out: &mut [u32]) {
     let blocks = out.len() / (kt * TILE_WORDS);

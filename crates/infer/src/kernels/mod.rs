@@ -12,6 +12,8 @@
 //! llama.cpp does), with exact integer dot products per block and one float scale per block.
 
 #[cfg(target_arch = "x86_64")]
+pub mod amx_bf16;
+#[cfg(target_arch = "x86_64")]
 mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
