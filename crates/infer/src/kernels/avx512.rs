@@ -253,9 +253,12 @@ unsafe fn matmul_quant<L: QLoad>(
     ldo: usize,
     accumulate: bool,
 ) {
+    // One activation row (decoding) takes eight weight rows per tile, so the activation's loads
+    // and scale spread over twice the work; each output's operations are the same either way.
+    let wide = if m == 1 { 8 } else { 4 };
     let mut j = 0;
     while j < n {
-        let nbk = (n - j).min(4);
+        let nbk = (n - j).min(wide);
         let wj = QRows {
             qs: w.qs.add(j * w.row_bytes),
             d: w.d.add(j * nb),
@@ -271,7 +274,8 @@ unsafe fn matmul_quant<L: QLoad>(
                 k: a.k,
             };
             tile_dispatch!(mb, nbk, tile_q<L>(ai, wj, nb, out.add(i * ldo + j), ldo, accumulate);
-                (1, 1), (1, 2), (1, 3), (1, 4), (2, 1), (2, 2), (2, 3), (2, 4),
+                (1, 1), (1, 2), (1, 3), (1, 4), (1, 5), (1, 6), (1, 7), (1, 8),
+                (2, 1), (2, 2), (2, 3), (2, 4),
                 (3, 1), (3, 2), (3, 3), (3, 4), (4, 1), (4, 2), (4, 3), (4, 4));
             i += mb;
         }
