@@ -424,8 +424,15 @@ pub fn run(c: BenchCommand) -> Result<()> {
                 println!("peak RSS           {:>10.1} MiB", r.peak_rss_mb);
             }
             if a.profile {
-                let p =
-                    tinyllama_train::bench::profile_train(&cfg, a.batch, seq, a.steps, &precision)?;
+                // The op profile runs on the CPU backend; a GPU run's precision does not apply.
+                let cpu_precision = if a.device == "cpu" { &precision } else { "f32" };
+                let p = tinyllama_train::bench::profile_train(
+                    &cfg,
+                    a.batch,
+                    seq,
+                    a.steps,
+                    cpu_precision,
+                )?;
                 let total: f64 = p.iter().map(|x| x.1).sum();
                 println!(
                     "\n{:<28} {:>10} {:>7} {:>6}",
