@@ -174,6 +174,29 @@ mod tests {
         }
     }
 
+    /// Long rows with a k % 16 tail (the scalar end of the float kernels, and no AMX for bf16
+    /// since k is not a multiple of 32), accumulating: each row of a many-row product must
+    /// equal its single-row product bit for bit.
+    #[test]
+    fn long_float_rows_with_a_tail_equal_single_rows_bitwise() {
+        let (m, n, k) = (21, 40, 1048);
+        let mut r = Rng::new(12);
+        let x: Vec<f32> = (0..m * k).map(|_| r.normal() as f32).collect();
+        let w: Vec<f32> = (0..n * k).map(|_| r.normal() as f32 * 0.1).collect();
+        for f in [WeightFormat::F32, WeightFormat::Bf16] {
+            let lin = Linear::new(w.clone(), n, k, f);
+            for isa in crate::simd::available() {
+                let mut all = vec![0.5f32; m * n];
+                lin.forward_isa(isa, &x, m, &mut all, true);
+                for i in 0..m {
+                    let mut one = vec![0.5f32; n];
+                    lin.forward_isa(isa, &x[i * k..(i + 1) * k], 1, &mut one, true);
+                    assert_eq!(one, all[i * n..(i + 1) * n], "{f:?} {isa:?} row {i}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn threaded_forward_equals_single_row_forward_bitwise() {
         let (m, n, k) = (37, 300, 256);
