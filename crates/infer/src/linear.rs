@@ -65,7 +65,15 @@ impl Linear {
         #[cfg(target_arch = "x86_64")]
         if let (Weights::Bf16(w), Isa::Avx512) = (&self.w, isa) {
             if kernels::amx_bf16::usable(k) {
-                let acts = kernels::amx_bf16::pack(x, m, k, k);
+                // One buffer for every product; a concurrent caller packs into its own.
+                static ACTS: std::sync::Mutex<Vec<u32>> = std::sync::Mutex::new(Vec::new());
+                let mut guard = ACTS.try_lock();
+                let mut own = Vec::new();
+                let buf = match guard.as_deref_mut() {
+                    Ok(b) => b,
+                    Err(_) => &mut own,
+                };
+                let acts = kernels::amx_bf16::pack(buf, x, m, k, k);
                 let outp = OutPtr(out.as_mut_ptr());
                 let run = |i: (usize, usize), j: (usize, usize)| {
                     // SAFETY: blocks are disjoint and inside `out` (checked above).
@@ -144,9 +152,7 @@ mod tests {
                 unreachable!()
             };
             let wf = |j: usize, p: usize| crate::kernels::bf16_to_f32(wb[j * k + p]) as f64;
-            let round = |v: f32| {
-                f32::from_bits((v.to_bits() + 0x7fff + ((v.to_bits() >> 16) & 1)) & 0xffff_0000)
-            };
+            let round = |v: f32| half::bf16::from_f32(v).to_f32();
             for isa in crate::simd::available() {
                 #[cfg(target_arch = "x86_64")]
                 let amx = isa == Isa::Avx512 && crate::kernels::amx_bf16::usable(k);

@@ -80,6 +80,40 @@ const CONFIG: TileConfig = TileConfig {
     rows: [16, 16, 16, 16, 16, 16, 16, 16, 0, 0, 0, 0, 0, 0, 0, 0],
 };
 
+/// Where a kernel's two 16-row A tiles are (see [`Tiles::kernel`]).
+#[derive(Clone, Copy)]
+pub struct ATiles {
+    pub rows0: *const u16,
+    pub rows16: *const u16,
+    /// Bytes between rows.
+    pub stride: usize,
+    /// Elements between consecutive k-tiles.
+    pub step: usize,
+}
+
+impl ATiles {
+    /// Packed tiles (as `bf16_gemm` lays them out): 64-byte rows, k-tiles one tile apart.
+    pub fn packed(rows0: *const u16, rows16: *const u16) -> Self {
+        ATiles {
+            rows0,
+            rows16,
+            stride: 64,
+            step: TILE_ELEMS,
+        }
+    }
+
+    /// 32 rows of a row-major bf16 matrix read in place, rows `ld` elements apart.
+    pub fn in_place(rows: *const u16, ld: usize) -> Self {
+        ATiles {
+            rows0: rows,
+            // wrapping: computing the address is safe; only tile loads read through it.
+            rows16: rows.wrapping_add(16 * ld),
+            stride: 2 * ld,
+            step: TILE_K,
+        }
+    }
+}
+
 /// Holds this thread's tile configuration for its lifetime and releases the tile state when
 /// dropped (so an idle thread does not carry 8 KiB of live state through context switches).
 pub struct Tiles(());
@@ -93,20 +127,21 @@ impl Tiles {
         Tiles(())
     }
 
-    /// `out[32×32] (+)= A·B` over `kt` k-tiles: `a0`/`a1` point at the packed A tiles of rows
-    /// 0–15 and 16–31 (consecutive k-tiles [`TILE_ELEMS`] apart), `b0`/`b1` at the packed B
-    /// tiles of columns 0–15 and 16–31. `out` is row-major with rows `ld` floats apart; with
-    /// `accumulate` the products are added to what it holds.
+    /// `out[32 × 16·NB] (+)= A·B` over `kt` k-tiles. The two 16-row A tiles start at `a.rows0`
+    /// and `a.rows16`, rows `a.stride` bytes apart, k-tile `t` at `t·a.step` elements on —
+    /// packed tiles (`stride` 64, `step` [`TILE_ELEMS`]) or a row-major bf16 matrix read in
+    /// place (`stride` = its row bytes, `step` [`TILE_K`]). The NB (1 or 2) B tiles are packed,
+    /// consecutive k-tiles [`TILE_ELEMS`] apart. `out` is row-major with rows `ld` floats apart;
+    /// with `accumulate` the products are added to what it holds.
     ///
     /// # Safety
-    /// The pointers must be valid for `kt` tiles each and `out` for 32 rows of 32 floats.
+    /// Every tile read must lie inside its allocation; `out` must hold 32 rows of 16·NB floats.
     #[cfg(target_arch = "x86_64")]
     #[inline]
     #[allow(clippy::too_many_arguments)]
-    pub unsafe fn kernel_32x32(
+    pub unsafe fn kernel<const NB: usize>(
         &self,
-        a0: *const u16,
-        a1: *const u16,
+        a: ATiles,
         b0: *const u16,
         b1: *const u16,
         kt: usize,
@@ -120,16 +155,22 @@ impl Tiles {
         if accumulate {
             asm!(
                 "tileloadd tmm0, [{o0} + {s}*1]",
-                "tileloadd tmm1, [{o1} + {s}*1]",
                 "tileloadd tmm2, [{o2} + {s}*1]",
-                "tileloadd tmm3, [{o3} + {s}*1]",
                 o0 = in(reg) o0,
-                o1 = in(reg) o1,
                 o2 = in(reg) o2,
-                o3 = in(reg) o3,
                 s = in(reg) stride,
                 options(nostack, readonly)
             );
+            if NB == 2 {
+                asm!(
+                    "tileloadd tmm1, [{o1} + {s}*1]",
+                    "tileloadd tmm3, [{o3} + {s}*1]",
+                    o1 = in(reg) o1,
+                    o3 = in(reg) o3,
+                    s = in(reg) stride,
+                    options(nostack, readonly)
+                );
+            }
         } else {
             asm!(
                 "tilezero tmm0",
@@ -140,70 +181,7 @@ impl Tiles {
             );
         }
         for t in 0..kt {
-            let o = t * TILE_ELEMS;
-            asm!(
-                "tileloadd tmm4, [{a0} + {s}*1]",
-                "tileloadd tmm6, [{b0} + {s}*1]",
-                "tdpbf16ps tmm0, tmm4, tmm6",
-                "tileloadd tmm7, [{b1} + {s}*1]",
-                "tdpbf16ps tmm1, tmm4, tmm7",
-                "tileloadd tmm5, [{a1} + {s}*1]",
-                "tdpbf16ps tmm2, tmm5, tmm6",
-                "tdpbf16ps tmm3, tmm5, tmm7",
-                a0 = in(reg) a0.add(o),
-                a1 = in(reg) a1.add(o),
-                b0 = in(reg) b0.add(o),
-                b1 = in(reg) b1.add(o),
-                s = in(reg) 64usize,
-                options(nostack, readonly)
-            );
-        }
-        asm!(
-            "tilestored [{o0} + {s}*1], tmm0",
-            "tilestored [{o1} + {s}*1], tmm1",
-            "tilestored [{o2} + {s}*1], tmm2",
-            "tilestored [{o3} + {s}*1], tmm3",
-            o0 = in(reg) o0,
-            o1 = in(reg) o1,
-            o2 = in(reg) o2,
-            o3 = in(reg) o3,
-            s = in(reg) stride,
-            options(nostack)
-        );
-    }
-
-    /// `out[32 × 16·NB] = A·B` over `kt` k-tiles where the two 16-row A tiles are read in
-    /// place from a row-major bf16 matrix — rows `a_stride` bytes apart, k-tile `t` starting
-    /// [`TILE_K`]`·t` elements after `a0` / `a1` — and the NB (1 or 2) B tiles are packed
-    /// (consecutive k-tiles [`TILE_ELEMS`] apart). `out` is row-major, rows `ld` floats apart.
-    /// This serves the decoder, whose bf16 weight rows are A tiles as stored.
-    ///
-    /// # Safety
-    /// Every tile read must lie inside its allocation; `out` must hold 32 rows of 16·NB.
-    #[cfg(target_arch = "x86_64")]
-    #[inline]
-    #[allow(clippy::too_many_arguments)]
-    pub unsafe fn kernel_rows<const NB: usize>(
-        &self,
-        a0: *const u16,
-        a1: *const u16,
-        a_stride: usize,
-        b0: *const u16,
-        b1: *const u16,
-        kt: usize,
-        out: *mut f32,
-        ld: usize,
-    ) {
-        use std::arch::asm;
-        asm!(
-            "tilezero tmm0",
-            "tilezero tmm1",
-            "tilezero tmm2",
-            "tilezero tmm3",
-            options(nostack, nomem)
-        );
-        for t in 0..kt {
-            let (oa, ob) = (t * TILE_K, t * TILE_ELEMS);
+            let (oa, ob) = (t * a.step, t * TILE_ELEMS);
             if NB == 2 {
                 asm!(
                     "tileloadd tmm4, [{a0} + {sa}*1]",
@@ -214,11 +192,11 @@ impl Tiles {
                     "tileloadd tmm5, [{a1} + {sa}*1]",
                     "tdpbf16ps tmm2, tmm5, tmm6",
                     "tdpbf16ps tmm3, tmm5, tmm7",
-                    a0 = in(reg) a0.add(oa),
-                    a1 = in(reg) a1.add(oa),
+                    a0 = in(reg) a.rows0.add(oa),
+                    a1 = in(reg) a.rows16.add(oa),
                     b0 = in(reg) b0.add(ob),
                     b1 = in(reg) b1.add(ob),
-                    sa = in(reg) a_stride,
+                    sa = in(reg) a.stride,
                     s = in(reg) 64usize,
                     options(nostack, readonly)
                 );
@@ -229,21 +207,20 @@ impl Tiles {
                     "tdpbf16ps tmm0, tmm4, tmm6",
                     "tileloadd tmm5, [{a1} + {sa}*1]",
                     "tdpbf16ps tmm2, tmm5, tmm6",
-                    a0 = in(reg) a0.add(oa),
-                    a1 = in(reg) a1.add(oa),
+                    a0 = in(reg) a.rows0.add(oa),
+                    a1 = in(reg) a.rows16.add(oa),
                     b0 = in(reg) b0.add(ob),
-                    sa = in(reg) a_stride,
+                    sa = in(reg) a.stride,
                     s = in(reg) 64usize,
                     options(nostack, readonly)
                 );
             }
         }
-        let stride = ld * 4;
         asm!(
             "tilestored [{o0} + {s}*1], tmm0",
             "tilestored [{o2} + {s}*1], tmm2",
-            o0 = in(reg) out,
-            o2 = in(reg) out.add(16 * ld),
+            o0 = in(reg) o0,
+            o2 = in(reg) o2,
             s = in(reg) stride,
             options(nostack)
         );
@@ -251,8 +228,8 @@ impl Tiles {
             asm!(
                 "tilestored [{o1} + {s}*1], tmm1",
                 "tilestored [{o3} + {s}*1], tmm3",
-                o1 = in(reg) out.add(16),
-                o3 = in(reg) out.add(16 * ld + 16),
+                o1 = in(reg) o1,
+                o3 = in(reg) o3,
                 s = in(reg) stride,
                 options(nostack)
             );

@@ -10,21 +10,10 @@
 
 use super::scratch::ScratchPool;
 use super::small_gemm::product;
+use super::SendPtr;
 use crate::backend::AttnShape;
 use crate::real::Real;
 use rayon::prelude::*;
-
-/// A raw pointer that may cross threads; each task writes a disjoint region.
-#[derive(Clone, Copy)]
-struct Ptr<T>(*mut T);
-unsafe impl<T> Send for Ptr<T> {}
-unsafe impl<T> Sync for Ptr<T> {}
-impl<T> Ptr<T> {
-    /// A method (not field access) so closures capture the whole `Send` wrapper.
-    fn get(self) -> *mut T {
-        self.0
-    }
-}
 
 fn check_shape<T>(s: &AttnShape, q: &[T], k: &[T], v: &[T], out: &[T], lse: &[T]) {
     assert!(s.n_heads.is_multiple_of(s.n_kv_heads) && s.tk >= s.tq && s.kv_stride >= s.tk);
@@ -59,12 +48,12 @@ fn blocks(s: &AttnShape) -> impl Iterator<Item = (usize, usize, usize)> + '_ {
     })
 }
 
-/// `kt[d·tk + j] = k[b, j, kvh, d]`: one (sequence, key/value head)'s keys transposed, so the
-/// score products read them along rows.
+/// `kt[d·tk + j] = k[b, j, kvh, d]`: one (sequence, key/value head)'s keys (or values)
+/// transposed, so the products with them on the right read them along rows.
 ///
 /// # Safety
 /// `k` must cover the ranges implied by `s` (checked by the callers).
-unsafe fn transpose_keys<T: Real>(kt: &mut [T], k: *const T, s: &AttnShape, b: usize, kvh: usize) {
+unsafe fn transpose_kv<T: Real>(kt: &mut [T], k: *const T, s: &AttnShape, b: usize, kvh: usize) {
     let ks = s.n_kv_heads * s.head_dim;
     let base = k.add(b * s.kv_stride * ks + kvh * s.head_dim);
     for j in 0..s.tk {
@@ -76,7 +65,7 @@ unsafe fn transpose_keys<T: Real>(kt: &mut [T], k: *const T, s: &AttnShape, b: u
 }
 
 /// Computes `S[t0..t1, ..kend] = scale·q_h·k_hᵀ` for one (sequence, head) into `sbuf`
-/// (`[tq, tk]`, row stride `tk`), from the transposed keys `kt` of [`transpose_keys`].
+/// (`[tq, tk]`, row stride `tk`), from the transposed keys `kt` of [`transpose_kv`].
 ///
 /// # Safety
 /// Pointers must cover the ranges implied by `s` (checked by the callers).
@@ -117,14 +106,14 @@ pub fn forward<T: Real>(
         s.n_kv_heads * s.head_dim,
         s.head_dim,
     );
-    let (outp, lsep) = (Ptr(out.as_mut_ptr()), Ptr(lse.as_mut_ptr()));
+    let (outp, lsep) = (SendPtr(out.as_mut_ptr()), SendPtr(lse.as_mut_ptr()));
     (0..s.batch * s.n_heads).into_par_iter().for_each(|task| {
         let (b, h) = (task / s.n_heads, task % s.n_heads);
         let kvh = h / (s.n_heads / s.n_kv_heads);
         let mut buf = pool.get(s.tq * s.tk + hd * s.tk);
         let (sbuf, kt) = buf[..(s.tq + hd) * s.tk].split_at_mut(s.tq * s.tk);
         // SAFETY: shapes checked above.
-        unsafe { transpose_keys(kt, k.as_ptr(), &s, b, kvh) };
+        unsafe { transpose_kv(kt, k.as_ptr(), &s, b, kvh) };
         for blk @ (t0, t1, kend) in blocks(&s) {
             // SAFETY: shapes checked above; this task alone writes out[b, :, h, :] and
             // lse[b, h, :].
@@ -178,9 +167,9 @@ pub fn backward<T: Real>(
     let group = s.n_heads / s.n_kv_heads;
     let scale = T::from_f64(1.0 / (hd as f64).sqrt());
     let (dqp, dkp, dvp) = (
-        Ptr(dq.as_mut_ptr()),
-        Ptr(dk.as_mut_ptr()),
-        Ptr(dv.as_mut_ptr()),
+        SendPtr(dq.as_mut_ptr()),
+        SendPtr(dk.as_mut_ptr()),
+        SendPtr(dv.as_mut_ptr()),
     );
     (0..s.batch * s.n_kv_heads)
         .into_par_iter()
@@ -192,8 +181,8 @@ pub fn backward<T: Real>(
             let (kt, vt) = rest.split_at_mut(hd * s.tk);
             // SAFETY: shapes checked above. V transposed like K, for dP = dO·vᵀ.
             unsafe {
-                transpose_keys(kt, k.as_ptr(), &s, b, kvh);
-                transpose_keys(vt, v.as_ptr(), &s, b, kvh);
+                transpose_kv(kt, k.as_ptr(), &s, b, kvh);
+                transpose_kv(vt, v.as_ptr(), &s, b, kvh);
             }
             let kv_off = b * s.kv_stride * ks + kvh * hd;
             for hh in 0..group {

@@ -9,6 +9,7 @@
 
 use super::amx;
 use super::gemm::{self, View};
+use super::SendPtr;
 use rayon::prelude::*;
 use std::sync::Mutex;
 
@@ -36,11 +37,17 @@ pub fn round_bf16(x: f32) -> f32 {
     from_bf16(to_bf16(x))
 }
 
-/// Packed operand buffers, kept between calls so each product does not allocate (and fault in)
-/// megabytes of fresh pages.
+/// Operand buffers kept between calls, so a product does not allocate (and fault in) megabytes
+/// of fresh pages inside every training step: packed tiles on AMX, rounded copies otherwise.
 #[derive(Default)]
 pub struct PackBuffers {
-    bufs: Mutex<(Vec<u32>, Vec<u32>)>,
+    bufs: Mutex<Scratch>,
+}
+
+#[derive(Default)]
+struct Scratch {
+    tiles: (Vec<u32>, Vec<u32>),
+    rounded: (Vec<f32>, Vec<f32>),
 }
 
 /// `c[i·c_rs + j] = (accumulate ? c : 0) + Σ_l bf16(a(i,l))·bf16(b(l,j))`, accumulated in f32.
@@ -63,29 +70,24 @@ pub fn matmul(
         c_rs >= n && (m - 1) * c_rs + n <= c.len(),
         "bf16 gemm: output out of bounds"
     );
-    check(&a, m, k, "lhs");
-    check(&b, k, n, "rhs");
+    a.check(m, k, "lhs");
+    b.check(k, n, "rhs");
+    // Products run one at a time in a training step; a concurrent caller gets its own buffers.
+    let mut guard = packs.bufs.try_lock();
+    let mut own = Scratch::default();
+    let scratch = match guard.as_deref_mut() {
+        Ok(s) => s,
+        Err(_) => &mut own,
+    };
     #[cfg(target_arch = "x86_64")]
     if amx::available() && k > 0 {
-        let mut guard = packs.bufs.try_lock();
-        let mut own = (Vec::new(), Vec::new());
-        let (pa, pb) = match guard.as_deref_mut() {
-            Ok(bufs) => (&mut bufs.0, &mut bufs.1),
-            Err(_) => (&mut own.0, &mut own.1),
-        };
+        let (pa, pb) = &mut scratch.tiles;
         // SAFETY: views and output were bounds-checked above; AMX is available.
         unsafe { matmul_amx(m, n, k, c, c_rs, a, b, accumulate, pa, pb) };
         return;
     }
-    let _ = packs;
-    matmul_emulated(m, n, k, c, c_rs, a, b, accumulate);
-}
-
-fn check(v: &View<f32>, rows: usize, cols: usize, what: &str) {
-    if rows > 0 && cols > 0 {
-        let last = v.off + (rows - 1) * v.rs + (cols - 1) * v.cs;
-        assert!(last < v.data.len(), "bf16 gemm: {what} view out of bounds");
-    }
+    let (ra, rb) = &mut scratch.rounded;
+    emulated(m, n, k, c, c_rs, a, b, accumulate, ra, rb);
 }
 
 /// The reference path: round both operands to bf16 values and multiply in f32.
@@ -100,19 +102,48 @@ pub fn matmul_emulated(
     b: View<f32>,
     accumulate: bool,
 ) {
-    let round = |v: &View<f32>, rows: usize, cols: usize| -> Vec<f32> {
-        let mut out = vec![0f32; rows * cols];
-        out.par_chunks_mut(cols.max(1))
+    emulated(
+        m,
+        n,
+        k,
+        c,
+        c_rs,
+        a,
+        b,
+        accumulate,
+        &mut Vec::new(),
+        &mut Vec::new(),
+    );
+}
+
+#[allow(clippy::too_many_arguments)]
+fn emulated(
+    m: usize,
+    n: usize,
+    k: usize,
+    c: &mut [f32],
+    c_rs: usize,
+    a: View<f32>,
+    b: View<f32>,
+    accumulate: bool,
+    ra: &mut Vec<f32>,
+    rb: &mut Vec<f32>,
+) {
+    let round = |v: &View<f32>, rows: usize, cols: usize, out: &mut Vec<f32>| {
+        if out.len() < rows * cols {
+            out.resize(rows * cols, 0.0);
+        }
+        out[..rows * cols]
+            .par_chunks_mut(cols.max(1))
             .enumerate()
             .for_each(|(i, row)| {
                 for (j, x) in row.iter_mut().enumerate() {
                     *x = round_bf16(v.data[v.off + i * v.rs + j * v.cs]);
                 }
             });
-        out
     };
-    let ar = round(&a, m, k);
-    let br = round(&b, k, n);
+    round(&a, m, k, ra);
+    round(&b, k, n, rb);
     gemm::gemm(
         m,
         n,
@@ -120,24 +151,12 @@ pub fn matmul_emulated(
         c,
         0,
         c_rs,
-        View::row_major(&ar, k),
-        View::row_major(&br, n),
+        View::row_major(&ra[..m * k], k),
+        View::row_major(&rb[..k * n], n),
         1.0,
         accumulate,
         true,
     );
-}
-
-/// A raw pointer that rayon tasks may share; each task writes a disjoint region.
-#[derive(Clone, Copy)]
-struct SendPtr<T>(*mut T);
-unsafe impl<T> Send for SendPtr<T> {}
-unsafe impl<T> Sync for SendPtr<T> {}
-impl<T> SendPtr<T> {
-    /// A method (not field access) so closures capture the whole `Send` wrapper.
-    fn get(self) -> *mut T {
-        self.0
-    }
 }
 
 // Packed layout. A tile and a B tile are both 16×16 u32 words, each word a pair of bf16
@@ -282,66 +301,57 @@ fn strided_tile(
     }
 }
 
-/// Packs `a` (m×k) as A tiles: 16-row blocks of `kt` tiles.
-fn pack_a(a: &View<f32>, m: usize, k: usize, kt: usize, out: &mut [u32]) {
+/// Packs an operand seen as `v(x, l)` — `x` the row of A or the column of B, `l` along k —
+/// as `out.len() / (kt·256)` blocks of 16 x-values × `kt` tiles: A tiles (words `[x][p]`) or,
+/// with `b_side`, B tiles (words `[p][x]`).
+fn pack(v: View<f32>, xs: usize, k: usize, kt: usize, b_side: bool, out: &mut [u32]) {
     let blocks = out.len() / (kt * TILE_WORDS);
-    if a.cs == 1 {
-        for_each_tile(out, blocks, kt, true, |bi, t, d| {
-            runs_tile(d, *a, bi * 16, m, k, t * amx::TILE_K, false)
+    let l0 = |t: usize| t * amx::TILE_K;
+    if v.cs == 1 {
+        // k runs along memory.
+        for_each_tile(out, blocks, kt, true, |bx, t, d| {
+            runs_tile(d, v, bx * 16, xs, k, l0(t), b_side)
         });
-    } else if a.rs == 1 {
-        // aᵀ is stored row-major: k runs across its rows, i along them.
-        let at_ = View {
-            data: a.data,
-            off: a.off,
-            rs: a.cs,
+    } else if v.rs == 1 {
+        // k runs across memory rows: vᵀ is row-major.
+        let vt = View {
+            data: v.data,
+            off: v.off,
+            rs: v.cs,
             cs: 1,
         };
-        for_each_tile(out, blocks, kt, false, |bi, t, d| {
-            rows_tile(d, at_, bi * 16, m, k, t * amx::TILE_K, true)
+        for_each_tile(out, blocks, kt, false, |bx, t, d| {
+            rows_tile(d, vt, bx * 16, xs, k, l0(t), !b_side)
         });
     } else {
-        for_each_tile(out, blocks, kt, true, |bi, t, d| {
-            strided_tile(d, |i, l| at(a, i, l, m, k), bi * 16, t * amx::TILE_K, true)
+        for_each_tile(out, blocks, kt, true, |bx, t, d| {
+            strided_tile(d, |x, l| at(&v, x, l, xs, k), bx * 16, l0(t), !b_side)
         });
+    }
+}
+
+/// `b` (k×n) as its transposed view `bᵀ(j, l)`, the form [`pack`] takes for B.
+fn transposed(b: View<f32>) -> View<f32> {
+    View {
+        data: b.data,
+        off: b.off,
+        rs: b.cs,
+        cs: b.rs,
     }
 }
 
 /// `b` (k×n) packed as AMX B tiles, for callers that keep the left operand in place (the
-/// decoder's bf16 weights): 16-column blocks (zero-padded to an even count) of
-/// `k.div_ceil(32)` tiles of [`amx::TILE_ELEMS`] bf16 values each, in a `u32` buffer (two bf16
-/// per word).
-pub fn pack_rhs(b: View<f32>, k: usize, n: usize, out: &mut Vec<u32>) {
+/// decoder's bf16 weights): 16-column blocks (padded to an even count) of `k.div_ceil(32)`
+/// tiles of [`amx::TILE_ELEMS`] bf16 values each, two bf16 per `u32` word. `out` only grows;
+/// every word of the returned length is written.
+pub fn pack_rhs(b: View<f32>, k: usize, n: usize, out: &mut Vec<u32>) -> usize {
     let kt = k.div_ceil(amx::TILE_K);
     let need = n.div_ceil(32) * 2 * kt * TILE_WORDS;
-    out.clear();
-    out.resize(need, 0);
-    pack_b(&b, k, n, kt, out);
-}
-
-/// Packs `b` (k×n) as B tiles: 16-column blocks of `kt` tiles.
-fn pack_b(b: &View<f32>, k: usize, n: usize, kt: usize, out: &mut [u32]) {
-    let blocks = out.len() / (kt * TILE_WORDS);
-    if b.cs == 1 {
-        for_each_tile(out, blocks, kt, false, |bj, t, d| {
-            rows_tile(d, *b, bj * 16, n, k, t * amx::TILE_K, false)
-        });
-    } else if b.rs == 1 {
-        // bᵀ is stored row-major: each column of b is a run along k.
-        let bt = View {
-            data: b.data,
-            off: b.off,
-            rs: b.cs,
-            cs: 1,
-        };
-        for_each_tile(out, blocks, kt, true, |bj, t, d| {
-            runs_tile(d, bt, bj * 16, n, k, t * amx::TILE_K, true)
-        });
-    } else {
-        for_each_tile(out, blocks, kt, true, |bj, t, d| {
-            strided_tile(d, |j, l| at(b, l, j, k, n), bj * 16, t * amx::TILE_K, false)
-        });
+    if out.len() < need {
+        out.resize(need, 0);
     }
+    pack(transposed(b), n, k, kt, true, &mut out[..need]);
+    need
 }
 
 /// # Safety
@@ -372,11 +382,13 @@ unsafe fn matmul_amx(
         pb.resize(need_b, 0);
     }
     rayon::join(
-        || pack_a(&a, m, k, kt, &mut pa[..need_a]),
-        || pack_b(&b, k, n, kt, &mut pb[..need_b]),
+        || pack(a, m, k, kt, false, &mut pa[..need_a]),
+        || pack(transposed(b), n, k, kt, true, &mut pb[..need_b]),
     );
-    let (pa, pb) = (pa.as_ptr() as *const u16, pb.as_ptr() as *const u16);
-    let (pa, pb) = (SendPtr(pa as *mut u16), SendPtr(pb as *mut u16));
+    let (pa, pb) = (
+        SendPtr(pa.as_mut_ptr() as *mut u16),
+        SendPtr(pb.as_mut_ptr() as *mut u16),
+    );
     let block = kt * amx::TILE_ELEMS;
     // Tasks: (32-row block, group of 32-column blocks). Enough tasks to balance the threads,
     // few enough that each configures its tiles once for a good amount of work.
@@ -393,8 +405,10 @@ unsafe fn matmul_amx(
         }
         let tiles = amx::Tiles::configure();
         let mut acc = [0f32; 32 * 32];
-        let a0 = pa.get().add(2 * ib * block);
-        let a1 = pa.get().add((2 * ib + 1) * block);
+        let a_tiles = amx::ATiles::packed(
+            pa.get().add(2 * ib * block),
+            pa.get().add((2 * ib + 1) * block),
+        );
         let i0 = ib * 32;
         let rows = 32.min(m - i0);
         for jb in jb0..jb1 {
@@ -405,10 +419,10 @@ unsafe fn matmul_amx(
             let corner = cp.get().add(i0 * c_rs + j0);
             if rows == 32 && cols == 32 {
                 // A whole block: the tiles load and store C in place.
-                tiles.kernel_32x32(a0, a1, b0, b1, kt, corner, c_rs, accumulate);
+                tiles.kernel::<2>(a_tiles, b0, b1, kt, corner, c_rs, accumulate);
                 continue;
             }
-            tiles.kernel_32x32(a0, a1, b0, b1, kt, acc.as_mut_ptr(), 32, false);
+            tiles.kernel::<2>(a_tiles, b0, b1, kt, acc.as_mut_ptr(), 32, false);
             for r in 0..rows {
                 // SAFETY: row i0+r, columns j0..j0+cols belong to this task alone.
                 let dst = std::slice::from_raw_parts_mut(corner.add(r * c_rs), cols);

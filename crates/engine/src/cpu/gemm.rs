@@ -31,7 +31,7 @@ impl<'a, T> View<'a, T> {
             cs: cols,
         }
     }
-    fn check(&self, rows: usize, cols: usize, what: &str) {
+    pub(crate) fn check(&self, rows: usize, cols: usize, what: &str) {
         if rows > 0 && cols > 0 {
             let last = self.off + (rows - 1) * self.rs + (cols - 1) * self.cs;
             assert!(

@@ -23,6 +23,18 @@ use gemm::View;
 use rayon::prelude::*;
 use scratch::ScratchPool;
 
+/// A raw pointer that rayon tasks may share; each task writes a disjoint region.
+#[derive(Clone, Copy)]
+pub(crate) struct SendPtr<T>(pub *mut T);
+unsafe impl<T> Send for SendPtr<T> {}
+unsafe impl<T> Sync for SendPtr<T> {}
+impl<T> SendPtr<T> {
+    /// A method (not field access) so closures capture the whole `Send` wrapper.
+    pub fn get(self) -> *mut T {
+        self.0
+    }
+}
+
 pub struct CpuBackend<T: Real = f32> {
     pool: ScratchPool<T>,
     /// Matrix products with bf16 operands and f32 accumulation (`precision = "bf16"`).

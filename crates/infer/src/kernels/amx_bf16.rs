@@ -8,7 +8,7 @@
 //! of rows, the tile it falls in or the thread split — so, as with the other kernels, a row's
 //! result does not depend on what it is batched with.
 
-use tinyllama_engine::cpu::amx::{self, Tiles};
+use tinyllama_engine::cpu::amx::{self, ATiles, Tiles};
 use tinyllama_engine::cpu::bf16_gemm;
 use tinyllama_engine::cpu::gemm::View;
 
@@ -18,15 +18,21 @@ pub fn usable(k: usize) -> bool {
 }
 
 /// Activation rows packed as B tiles (see [`bf16_gemm::pack_rhs`]).
-pub struct PackedActs {
-    tiles: Vec<u32>,
+pub struct PackedActs<'a> {
+    tiles: &'a [u32],
     kt: usize,
     rows: usize,
 }
 
-/// Packs `m` rows of `k` activations (rows `lda` apart).
-pub fn pack(x: &[f32], m: usize, k: usize, lda: usize) -> PackedActs {
-    let mut tiles = Vec::new();
+/// Packs `m` rows of `k` activations (rows `lda` apart) into `buf`, which only grows (decoding
+/// packs once per product per token, so it is reused rather than allocated).
+pub fn pack<'a>(
+    buf: &'a mut Vec<u32>,
+    x: &[f32],
+    m: usize,
+    k: usize,
+    lda: usize,
+) -> PackedActs<'a> {
     // The activations as the k×m right operand: element (l, i) = x[i·lda + l].
     let v = View {
         data: x,
@@ -34,9 +40,9 @@ pub fn pack(x: &[f32], m: usize, k: usize, lda: usize) -> PackedActs {
         rs: 1,
         cs: lda,
     };
-    bf16_gemm::pack_rhs(v, k, m, &mut tiles);
+    let len = bf16_gemm::pack_rhs(v, k, m, buf);
     PackedActs {
-        tiles,
+        tiles: &buf[..len],
         kt: k / amx::TILE_K,
         rows: m,
     }
@@ -83,16 +89,16 @@ pub unsafe fn block(
             }
             (pad.as_ptr(), k)
         };
-        let (a0, a1) = (a, a.add(16 * a_ld));
+        let a_tiles = ATiles::in_place(a, a_ld);
         let mut i = i0;
         while i < i1 {
             let cols = 32.min(i1 - i);
             let b0 = bp.add((i / 16) * tile_block);
             if cols <= 16 {
-                tiles.kernel_rows::<1>(a0, a1, a_ld * 2, b0, b0, kt, buf.as_mut_ptr(), 32);
+                tiles.kernel::<1>(a_tiles, b0, b0, kt, buf.as_mut_ptr(), 32, false);
             } else {
                 let b1 = b0.add(tile_block);
-                tiles.kernel_rows::<2>(a0, a1, a_ld * 2, b0, b1, kt, buf.as_mut_ptr(), 32);
+                tiles.kernel::<2>(a_tiles, b0, b1, kt, buf.as_mut_ptr(), 32, false);
             }
             // buf[r][c] is output (activation row i + c, weight row j + r).
             for c in 0..cols {
