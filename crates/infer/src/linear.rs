@@ -20,7 +20,7 @@ const PARALLEL_MIN_WORK: usize = 1 << 16;
 /// Activation rows per task for long inputs (prompt processing).
 const ROWS_PER_TASK: usize = 64;
 /// Weight rows per task are a multiple of this (whole kernel tiles).
-const WEIGHT_ROW_ALIGN: usize = 16;
+const WEIGHT_ROW_ALIGN: usize = 32;
 
 impl Linear {
     /// Converts a `[rows, cols]` f32 matrix to `format` (block formats need `cols % 32 == 0`;
@@ -85,6 +85,22 @@ impl Linear {
                 return;
             }
         }
+        #[cfg(target_arch = "x86_64")]
+        if self.format().is_quantized() && isa == Isa::Avx512 && kernels::amx_int8::usable() {
+            // Signed × signed tiles need no bias offset; one row runs on VNNI and does.
+            let q4 = self.format() == WeightFormat::Q4_0;
+            let qa = quantize_acts(x, m, k, if m == 1 { bias_offset(isa, q4) } else { 0 });
+            let acts = kernels::amx_int8::pack(&qa);
+            let w = self.view();
+            let outp = OutPtr(out.as_mut_ptr());
+            let run = |i: (usize, usize), j: (usize, usize)| {
+                // SAFETY: AMX-INT8 is usable (checked above); blocks are disjoint and inside
+                // `out` (checked above).
+                unsafe { kernels::amx_int8::block(&acts, i, w, j, k, outp.get(), n, accumulate) }
+            };
+            par_blocks(m, n, k, run);
+            return;
+        }
         let qa;
         let act = if self.format().is_quantized() {
             qa = quantize_acts(
@@ -137,6 +153,30 @@ mod tests {
     use super::*;
     use tinyllama_model::rng::Rng;
 
+    /// `lin.forward_isa` accumulating onto ones equals `1 + want(i, j)` within f32 round-off.
+    fn accumulated_matches(
+        lin: &Linear,
+        isa: Isa,
+        x: &[f32],
+        m: usize,
+        want: impl Fn(usize, usize) -> f64,
+        what: &str,
+    ) {
+        let n = lin.rows;
+        let mut out = vec![1.0f32; m * n];
+        lin.forward_isa(isa, x, m, &mut out, true);
+        for i in 0..m {
+            for j in 0..n {
+                let (got, want) = (out[i * n + j] as f64, 1.0 + want(i, j));
+                assert!(
+                    (got - want).abs() < 1e-4 * (1.0 + want.abs()),
+                    "{what} {isa:?} {m}x{n}x{} [{i},{j}] {got} vs {want}",
+                    lin.cols
+                );
+            }
+        }
+    }
+
     /// bf16 weights on every kernel set against an f64 reference; where AMX runs the product
     /// the activations are rounded to bf16 first (as in llama.cpp). Odd weight-row counts
     /// exercise the padded last block, 1 and 17 rows the half-width tile.
@@ -158,23 +198,42 @@ mod tests {
                 let amx = isa == Isa::Avx512 && crate::kernels::amx_bf16::usable(k);
                 #[cfg(not(target_arch = "x86_64"))]
                 let amx = false;
-                let mut out = vec![1.0f32; m * n];
-                lin.forward_isa(isa, &x, m, &mut out, true);
-                for i in 0..m {
-                    for j in 0..n {
-                        let want: f64 = 1.0
-                            + (0..k)
-                                .map(|p| {
-                                    let a = x[i * k + p];
-                                    (if amx { round(a) } else { a }) as f64 * wf(j, p)
-                                })
-                                .sum::<f64>();
-                        let got = out[i * n + j] as f64;
-                        assert!(
-                            (got - want).abs() < 1e-4,
-                            "{isa:?} amx={amx} {m}x{n} [{i},{j}] {got} vs {want}"
-                        );
-                    }
+                let want = |i: usize, j: usize| {
+                    (0..k)
+                        .map(|p| {
+                            let a = x[i * k + p];
+                            (if amx { round(a) } else { a }) as f64 * wf(j, p)
+                        })
+                        .sum::<f64>()
+                };
+                accumulated_matches(&lin, isa, &x, m, want, &format!("amx={amx}"));
+            }
+        }
+    }
+
+    /// Q8_0 and Q4_0 on every kernel set (AMX tiles where usable) against the exact product of
+    /// the two quantised operands. Odd block counts exercise the single last block, 17 and 70
+    /// rows partial row tiles, odd weight-row counts the zero-padded last weight tile.
+    #[test]
+    fn quant_products_match_reference() {
+        let mut r = Rng::new(8);
+        for (m, n, k) in [(1, 40, 96), (17, 50, 256), (70, 33, 160), (2, 16, 32)] {
+            let x: Vec<f32> = (0..m * k).map(|_| r.normal() as f32).collect();
+            let w: Vec<f32> = (0..n * k).map(|_| r.normal() as f32 * 0.1).collect();
+            for f in [WeightFormat::Q8_0, WeightFormat::Q4_0] {
+                let lin = Linear::new(w.clone(), n, k, f);
+                let wdeq = crate::quant::dequantize(&lin.w);
+                let qa = quantize_acts(&x, m, k, 0);
+                let xdeq: Vec<f64> = (0..m * k)
+                    .map(|i| qa.qs[i] as f64 * qa.d[i / crate::kernels::QK] as f64)
+                    .collect();
+                let want = |i: usize, j: usize| {
+                    (0..k)
+                        .map(|p| xdeq[i * k + p] * wdeq[j * k + p] as f64)
+                        .sum::<f64>()
+                };
+                for isa in crate::simd::available() {
+                    accumulated_matches(&lin, isa, &x, m, want, &format!("{f:?}"));
                 }
             }
         }
@@ -205,7 +264,13 @@ mod tests {
 
     #[test]
     fn threaded_forward_equals_single_row_forward_bitwise() {
-        let (m, n, k) = (37, 300, 256);
+        // The second shape has an odd number of blocks per row and partial tiles on both sides.
+        for (m, n, k) in [(37, 300, 256), (35, 40, 96)] {
+            threaded_equals_single_rows(m, n, k);
+        }
+    }
+
+    fn threaded_equals_single_rows(m: usize, n: usize, k: usize) {
         let mut r = Rng::new(9);
         let x: Vec<f32> = (0..m * k).map(|_| r.normal() as f32).collect();
         let w: Vec<f32> = (0..n * k).map(|_| r.normal() as f32 * 0.1).collect();
@@ -214,7 +279,7 @@ mod tests {
             for isa in crate::simd::available() {
                 let mut all = vec![0f32; m * n];
                 lin.forward_isa(isa, &x, m, &mut all, false);
-                for i in [0, 5, 36] {
+                for i in [0, 5, m - 1] {
                     let mut one = vec![0f32; n];
                     lin.forward_isa(isa, &x[i * k..(i + 1) * k], 1, &mut one, false);
                     assert_eq!(one, all[i * n..(i + 1) * n], "{f:?} {isa:?} row {i}");

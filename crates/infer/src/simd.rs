@@ -49,11 +49,16 @@ pub fn detected() -> Isa {
     })
 }
 
-/// The kernels in words, AMX included where bf16 weights use it.
+/// The kernels in words, AMX included where bf16 or int8 weights use it.
 pub fn describe(isa: Isa) -> String {
     #[cfg(target_arch = "x86_64")]
     if isa == Isa::Avx512 && tinyllama_engine::cpu::amx::available() {
-        return format!("{} (bf16 on AMX tiles)", isa.name());
+        let what = if tinyllama_engine::cpu::amx::int8_available() {
+            "bf16 and int8"
+        } else {
+            "bf16"
+        };
+        return format!("{} ({what} on AMX tiles)", isa.name());
     }
     isa.name().to_string()
 }

@@ -62,6 +62,20 @@ fn detect() -> bool {
     false
 }
 
+/// Whether AMX-INT8 (`tdpbssd`, signed × signed bytes into int32) is usable as well; the
+/// quantised decode kernels use it. Off with `TINYLLAMA_NO_AMX=1` like the rest.
+pub fn int8_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        // CPUID.(EAX=7,ECX=0):EDX bit 25 = AMX-INT8.
+        available() && std::arch::x86_64::__cpuid_count(7, 0).edx & (1 << 25) != 0
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 /// The 64-byte tile configuration: palette 1, all eight tiles 16 rows × 64 bytes.
 #[repr(C, align(64))]
 struct TileConfig {
@@ -124,6 +138,29 @@ impl Tiles {
     #[cfg(target_arch = "x86_64")]
     pub unsafe fn configure() -> Tiles {
         std::arch::asm!("ldtilecfg [{}]", in(reg) &CONFIG as *const TileConfig, options(nostack, readonly));
+        Tiles(())
+    }
+
+    /// Configures tile `t` as `shapes[t] = (rows, bytes per row)` (palette 1), for kernels
+    /// whose tiles are not all 16 × 64 bytes.
+    ///
+    /// # Safety
+    /// [`available`] must have returned true; every shape must be at most 16 rows × 64 bytes.
+    #[cfg(target_arch = "x86_64")]
+    pub unsafe fn configure_shapes(shapes: [(u8, u16); 8]) -> Tiles {
+        let mut cfg = TileConfig {
+            palette: 1,
+            start_row: 0,
+            _reserved: [0; 14],
+            colsb: [0; 16],
+            rows: [0; 16],
+        };
+        for (t, &(r, c)) in shapes.iter().enumerate() {
+            debug_assert!(r <= 16 && c <= 64);
+            cfg.rows[t] = r;
+            cfg.colsb[t] = c;
+        }
+        std::arch::asm!("ldtilecfg [{}]", in(reg) &cfg as *const TileConfig, options(nostack, readonly));
         Tiles(())
     }
 

@@ -122,6 +122,8 @@ pub(crate) trait QLoad {
     unsafe fn load(p: *const u8) -> __m256i;
     /// Two consecutive blocks: 64 bytes.
     unsafe fn load2(p: *const u8) -> __m512i;
+    /// One block in the low half, as `load2` lays it out; reads nothing past the block.
+    unsafe fn load_last(p: *const u8) -> __m512i;
 }
 
 pub(crate) struct Q8;
@@ -142,6 +144,13 @@ impl QLoad for Q8 {
             _mm512_set1_epi8(-128),
         )
     }
+    #[inline(always)]
+    unsafe fn load_last(p: *const u8) -> __m512i {
+        _mm512_xor_si512(
+            _mm512_maskz_loadu_epi8(0xffff_ffff, p as *const i8),
+            _mm512_set1_epi8(-128),
+        )
+    }
 }
 
 pub(crate) struct Q4;
@@ -159,6 +168,13 @@ impl QLoad for Q4 {
     #[inline(always)]
     unsafe fn load2(p: *const u8) -> __m512i {
         let v = _mm256_loadu_si256(p as *const __m256i);
+        let z = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(v), _mm256_srli_epi16::<4>(v));
+        let z = _mm512_and_si512(z, _mm512_set1_epi8(15));
+        _mm512_shuffle_i64x2::<0b11_01_10_00>(z, z)
+    }
+    #[inline(always)]
+    unsafe fn load_last(p: *const u8) -> __m512i {
+        let v = _mm256_maskz_loadu_epi8(0xffff, p as *const i8);
         let z = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(v), _mm256_srli_epi16::<4>(v));
         let z = _mm512_and_si512(z, _mm512_set1_epi8(15));
         _mm512_shuffle_i64x2::<0b11_01_10_00>(z, z)

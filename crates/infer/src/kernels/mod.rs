@@ -14,6 +14,8 @@
 #[cfg(target_arch = "x86_64")]
 pub mod amx_bf16;
 #[cfg(target_arch = "x86_64")]
+pub mod amx_int8;
+#[cfg(target_arch = "x86_64")]
 mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
