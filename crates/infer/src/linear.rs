@@ -1,7 +1,7 @@
 //! A linear layer `y = x·Wᵀ` of the decoder in any weight format, spread over the rayon pool
 //! in blocks of activation rows × weight rows.
 
-use crate::kernels::{self, bias_offset, quantize_acts, Act, OutPtr, WView};
+use crate::kernels::{self, bias_offset, panels, quantize_acts, Act, OutPtr, WView};
 use crate::quant::{convert, WeightFormat, Weights};
 use crate::simd::Isa;
 use rayon::prelude::*;
@@ -19,6 +19,9 @@ pub struct Linear {
 const PARALLEL_MIN_WORK: usize = 1 << 16;
 /// Activation rows per task for long inputs (prompt processing).
 const ROWS_PER_TASK: usize = 64;
+/// Activation rows per task for f32 panels: each task streams its weight columns once from
+/// memory, so more rows per task read the weights fewer times.
+const PANEL_ROWS_PER_TASK: usize = 256;
 /// Weight rows per task are a multiple of this (whole kernel tiles).
 const WEIGHT_ROW_ALIGN: usize = 32;
 
@@ -27,11 +30,15 @@ impl Linear {
     /// other matrices stay f32).
     pub fn new(w: Vec<f32>, rows: usize, cols: usize, format: WeightFormat) -> Self {
         assert_eq!(w.len(), rows * cols);
-        Linear {
-            rows,
-            cols,
-            w: convert(w, rows, cols, format),
-        }
+        let w = match convert(w, rows, cols, format) {
+            Weights::F32(w) => Weights::F32Panels {
+                p: panels::pack(&w, rows, cols),
+                n: rows,
+                k: cols,
+            },
+            w => w,
+        };
+        Linear { rows, cols, w }
     }
 
     pub fn from_weights(w: Weights, rows: usize, cols: usize) -> Self {
@@ -45,6 +52,7 @@ impl Linear {
     fn view(&self) -> WView<'_> {
         match &self.w {
             Weights::F32(w) => WView::F32 { w, ldw: self.cols },
+            Weights::F32Panels { .. } => unreachable!("panels have their own kernels"),
             Weights::Bf16(w) => WView::Bf16 { w, ldw: self.cols },
             Weights::Q8_0 { qs, d } => WView::Q8 { qs, d },
             Weights::Q4_0 { qs, d } => WView::Q4 { qs, d },
@@ -101,6 +109,16 @@ impl Linear {
             par_blocks(m, n, k, run);
             return;
         }
+        if let Weights::F32Panels { p, .. } = &self.w {
+            let outp = OutPtr(out.as_mut_ptr());
+            let run = |i: (usize, usize), j: (usize, usize)| {
+                // SAFETY: blocks are disjoint and inside `out` (checked above); the kernels
+                // check operand sizes.
+                unsafe { panels::block(isa, x, k, i, p, n, k, j, outp, n, accumulate) }
+            };
+            par_blocks_sized(m, n, k, PANEL_ROWS_PER_TASK, run);
+            return;
+        }
         let qa;
         let act = if self.format().is_quantized() {
             qa = quantize_acts(
@@ -126,12 +144,23 @@ impl Linear {
 /// Runs `f` over a grid of (row range, column range) blocks covering `m × n`, in parallel when
 /// the product is big enough. The split never changes results (see [`crate::kernels`]).
 pub fn par_blocks(m: usize, n: usize, k: usize, f: impl Fn((usize, usize), (usize, usize)) + Sync) {
+    par_blocks_sized(m, n, k, ROWS_PER_TASK, f)
+}
+
+/// [`par_blocks`] with up to `rows_per_task` activation rows per block.
+pub fn par_blocks_sized(
+    m: usize,
+    n: usize,
+    k: usize,
+    rows_per_task: usize,
+    f: impl Fn((usize, usize), (usize, usize)) + Sync,
+) {
     let threads = rayon::current_num_threads();
     if threads <= 1 || m * n * k < PARALLEL_MIN_WORK {
         f((0, m), (0, n));
         return;
     }
-    let mc = m.clamp(1, ROWS_PER_TASK);
+    let mc = m.clamp(1, rows_per_task);
     let m_chunks = m.div_ceil(mc);
     let n_target = (4 * threads).div_ceil(m_chunks).max(1);
     let nc = n
@@ -207,6 +236,28 @@ mod tests {
                         .sum::<f64>()
                 };
                 accumulated_matches(&lin, isa, &x, m, want, &format!("amx={amx}"));
+            }
+        }
+    }
+
+    /// f32 weights (column panels) on every kernel set against an f64 reference: one row (no
+    /// chunking), several rows with k beyond one chunk (partial sums parked between chunks), and
+    /// row and column counts that leave partial register tiles and a partial last panel.
+    #[test]
+    fn f32_products_match_reference() {
+        let mut r = Rng::new(6);
+        for (m, n, k) in [(1, 40, 300), (7, 33, 260), (70, 50, 129), (13, 16, 5)] {
+            let x: Vec<f32> = (0..m * k).map(|_| r.normal() as f32).collect();
+            let w: Vec<f32> = (0..n * k).map(|_| r.normal() as f32 * 0.1).collect();
+            let lin = Linear::new(w.clone(), n, k, WeightFormat::F32);
+            assert_eq!(crate::quant::dequantize(&lin.w), w);
+            let want = |i: usize, j: usize| {
+                (0..k)
+                    .map(|p| x[i * k + p] as f64 * w[j * k + p] as f64)
+                    .sum::<f64>()
+            };
+            for isa in crate::simd::available() {
+                accumulated_matches(&lin, isa, &x, m, want, "f32");
             }
         }
     }

@@ -65,15 +65,28 @@ impl WeightFormat {
 #[derive(Clone, Debug)]
 pub enum Weights {
     F32(Vec<f32>),
+    /// f32 in the column panels of [`crate::kernels::panels`] (how linear layers keep f32
+    /// weights): `[n, k]`, padded to whole panels.
+    F32Panels {
+        p: Vec<f32>,
+        n: usize,
+        k: usize,
+    },
     Bf16(Vec<u16>),
-    Q8_0 { qs: Vec<i8>, d: Vec<u16> },
-    Q4_0 { qs: Vec<u8>, d: Vec<u16> },
+    Q8_0 {
+        qs: Vec<i8>,
+        d: Vec<u16>,
+    },
+    Q4_0 {
+        qs: Vec<u8>,
+        d: Vec<u16>,
+    },
 }
 
 impl Weights {
     pub fn format(&self) -> WeightFormat {
         match self {
-            Weights::F32(_) => WeightFormat::F32,
+            Weights::F32(_) | Weights::F32Panels { .. } => WeightFormat::F32,
             Weights::Bf16(_) => WeightFormat::Bf16,
             Weights::Q8_0 { .. } => WeightFormat::Q8_0,
             Weights::Q4_0 { .. } => WeightFormat::Q4_0,
@@ -83,6 +96,7 @@ impl Weights {
     pub fn bytes(&self) -> usize {
         match self {
             Weights::F32(v) => 4 * v.len(),
+            Weights::F32Panels { p, .. } => 4 * p.len(),
             Weights::Bf16(v) => 2 * v.len(),
             Weights::Q8_0 { qs, d } => qs.len() + 2 * d.len(),
             Weights::Q4_0 { qs, d } => qs.len() + 2 * d.len(),
@@ -184,6 +198,7 @@ pub fn dequantize(w: &Weights) -> Vec<f32> {
     use crate::kernels::{bf16_to_f32, f16_to_f32};
     match w {
         Weights::F32(v) => v.clone(),
+        Weights::F32Panels { p, n, k } => crate::kernels::panels::unpack(p, *n, *k),
         Weights::Bf16(v) => v.iter().map(|&h| bf16_to_f32(h)).collect(),
         Weights::Q8_0 { qs, d } => qs
             .iter()

@@ -19,6 +19,7 @@ pub mod amx_int8;
 mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
+pub mod panels;
 pub mod scalar;
 
 use crate::simd::Isa;
