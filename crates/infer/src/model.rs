@@ -333,25 +333,30 @@ impl DecodeModel {
             let kvh = h / group;
             let (kc, vc) = (&s.state.k[layer], &s.state.v[layer]);
             let mut scores = vec![0f32; n * total];
-            // SAFETY: q rows, the cache and `scores` cover the block (asserted in `block`).
-            unsafe {
-                kernels::block(
-                    isa,
-                    Act::F32 {
-                        x: &qkv[offs[si] * wqkv + h * hd..],
-                        lda: wqkv,
-                    },
-                    (0, n),
-                    WView::F32 {
-                        w: &kc[kvh * hd..],
-                        ldw: kvd,
-                    },
-                    (0, total),
-                    hd,
-                    scores.as_mut_ptr(),
-                    total,
-                    false,
-                );
+            // Causal: a block of query rows needs the keys up to its last row only, so a long
+            // prompt computes about half the square.
+            for r0 in (0..n).step_by(SCORE_ROWS) {
+                let r1 = (r0 + SCORE_ROWS).min(n);
+                // SAFETY: q rows, the cache and `scores` cover the block (asserted in `block`).
+                unsafe {
+                    kernels::block(
+                        isa,
+                        Act::F32 {
+                            x: &qkv[offs[si] * wqkv + h * hd..],
+                            lda: wqkv,
+                        },
+                        (r0, r1),
+                        WView::F32 {
+                            w: &kc[kvh * hd..],
+                            ldw: kvd,
+                        },
+                        (0, start + r1),
+                        hd,
+                        scores.as_mut_ptr(),
+                        total,
+                        false,
+                    );
+                }
             }
             let mut o = vec![0f32; hd];
             for r in 0..n {
@@ -385,6 +390,9 @@ impl DecodeModel {
         }
     }
 }
+
+/// Query rows per block of attention scores (a multiple of the kernels' row tile).
+const SCORE_ROWS: usize = 32;
 
 fn norm_rows(out: &mut [f32], x: &[f32], w: &[f32], eps: f32, par: bool) {
     let d = w.len();

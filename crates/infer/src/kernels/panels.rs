@@ -161,10 +161,8 @@ impl Lanes for Plain {
 /// Where one register tile reads and writes.
 #[derive(Clone, Copy)]
 struct Tile {
-    /// Activation `(i, p)` of the tile at `x[i·xs + p·xp]`.
+    /// The tile's activations interleaved: `(i, p)` at `x[p·MR + i]`.
     x: *const f32,
-    xs: usize,
-    xp: usize,
     /// First panel; panels `k·NR` floats apart.
     w: *const f32,
     k: usize,
@@ -197,7 +195,7 @@ unsafe fn tile<V: Lanes, const RM: usize, const RP: usize>(t: Tile) {
             *w = V::load(t.w.add(r * stride + p * NR));
         }
         for (i, row) in acc.iter_mut().enumerate() {
-            let a = V::splat(*t.x.add(i * t.xs + p * t.xp));
+            let a = V::splat(*t.x.add(p * MR + i));
             for (r, c) in row.iter_mut().enumerate() {
                 *c = V::fma(a, w[r], *c);
             }
@@ -254,23 +252,30 @@ unsafe fn block_with<V: Lanes>(
     let q0 = j0 / NR;
     // One row needs no chunking: nothing else would reuse the chunk.
     let kc = if i1 - i0 == 1 { k } else { KC };
-    // Several rows: each register tile's rows are interleaved (`[p][MR]`), so its broadcasts
-    // read one stream rather than MR rows far apart that crowd the chunk out of L1's sets.
+    // Each register tile's rows are interleaved (`[p][MR]`), so its broadcasts read one stream
+    // rather than MR rows far apart that crowd the chunk out of L1's sets. The buffer is the
+    // thread's own and kept, so a product does not fault in fresh pages for it.
     let rows = i1 - i0;
-    let packed: Vec<f32> = if rows > 1 {
-        let mut xp = vec![0f32; rows.next_multiple_of(MR) * k];
-        for (tr, tile) in xp.chunks_mut(MR * k).enumerate() {
-            for r in 0..MR.min(rows - tr * MR) {
-                let row = &x[(i0 + tr * MR + r) * lda..][..k];
+    let mut bufs = BUFS.with(|b| b.take());
+    let (packed, park) = (&mut bufs.0, &mut bufs.1);
+    let len = rows.next_multiple_of(MR) * k;
+    if packed.len() < len {
+        packed.resize(len, 0.0);
+    }
+    for (tr, tile) in packed[..len].chunks_mut(MR * k).enumerate() {
+        // Every entry is written: rows past the end as zeros (no fill of the whole buffer).
+        for r in 0..MR {
+            let i = i0 + tr * MR + r;
+            if i < i1 {
+                let row = &x[i * lda..][..k];
                 for (p, &v) in row.iter().enumerate() {
                     tile[p * MR + r] = v;
                 }
+            } else {
+                (0..k).for_each(|p| tile[p * MR + r] = 0.0);
             }
         }
-        xp
-    } else {
-        Vec::new()
-    };
+    }
     // Chunks in the order they run: groups of RN panels, gathered GROUPS at a time; within a
     // gathering, chunk by chunk of p, each over its groups. So one chunk of the activations
     // (all rows × KC) serves GROUPS groups from L2 before the next is needed.
@@ -289,11 +294,9 @@ unsafe fn block_with<V: Lanes>(
         g0 = g1;
     }
     let slot = rows.next_multiple_of(MR) * RN * NR;
-    let mut park = if k > kc {
-        vec![0f32; GROUPS * slot]
-    } else {
-        Vec::new()
-    };
+    if k > kc && park.len() < GROUPS * slot {
+        park.resize(GROUPS * slot, 0.0);
+    }
     let tiles = rows.div_ceil(MR);
     for (c, &(g, rp, p0, p1, s)) in chunks.iter().enumerate() {
         let last_cols = (j1 - j0 - (g + rp - 1) * NR).min(NR);
@@ -314,15 +317,8 @@ unsafe fn block_with<V: Lanes>(
                 }
             }
             let rm = MR.min(i1 - i);
-            let (xt, xs, xp) = if rows > 1 {
-                (packed.as_ptr().add((i - i0) * k), 1, MR)
-            } else {
-                (x.as_ptr().add(i * lda), lda, 1)
-            };
             let t = Tile {
-                x: xt,
-                xs,
-                xp,
+                x: packed.as_ptr().add((i - i0) * k),
                 w: panels.as_ptr().add((q0 + g) * k * NR),
                 k,
                 p0,
@@ -342,6 +338,12 @@ unsafe fn block_with<V: Lanes>(
             i += rm;
         }
     }
+    BUFS.with(|b| b.set(bufs));
+}
+
+thread_local! {
+    /// Per thread: the interleaved activations and the parked partial sums of [`block_with`].
+    static BUFS: std::cell::Cell<(Vec<f32>, Vec<f32>)> = const { std::cell::Cell::new((Vec::new(), Vec::new())) };
 }
 
 #[cfg(target_arch = "x86_64")]
