@@ -404,6 +404,16 @@ pub(crate) unsafe fn block(
     if i1 <= i0 || j1 <= j0 {
         return;
     }
+    if k == 0 {
+        // Empty sums (no chunk would run).
+        for r in i0..i1 {
+            for c in j0..j1 {
+                let o = out.get().add(r * ldo + c);
+                *o = if accumulate { *o } else { 0.0 };
+            }
+        }
+        return;
+    }
     assert!(j0.is_multiple_of(NR) && j1 <= n && panels.len() >= n.div_ceil(NR) * k * NR);
     assert!(x.len() >= (i1 - 1) * lda + k);
     let out = out.get();
