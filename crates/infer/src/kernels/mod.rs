@@ -10,6 +10,11 @@
 //!
 //! The int8 formats multiply activations quantised on the fly to 8 bits in blocks of 32 (as
 //! llama.cpp does), with exact integer dot products per block and one float scale per block.
+//!
+//! Linear layers use other kernels where they are faster, each with the same guarantee:
+//! f32 weights kept in column panels and multiplied as outer products ([`panels`], every
+//! instruction set), and on CPUs with AMX, bf16 ([`amx_bf16`]) and Q8_0/Q4_0 ([`amx_int8`])
+//! weights on tiles. The row-major kernels here serve attention and CPUs without AMX.
 
 #[cfg(target_arch = "x86_64")]
 pub mod amx_bf16;
