@@ -6,7 +6,7 @@
 //! exact int32 block sums. Each sum is then scaled and added in f32, block after block in order:
 //! `acc = fma(float(sum), fl(d_act · d_weight), acc)`, and finally `out = acc` or `out + acc`.
 //!
-//! A single activation row (decoding) runs without tiles (see [`single_row`]) but forms the
+//! A single activation row (decoding) runs without tiles (see `single_row`) but forms the
 //! same exact block sums and then the same per-output sequence, as do the tiles whatever the
 //! number of rows sharing them. So, as with the other kernels, a row's result never depends on
 //! what it is batched with.

@@ -5,7 +5,7 @@
 //! `w[16q + c, p]` at `(q·k + p)·16 + c`, zero past the last row. A product then broadcasts one
 //! activation value and multiplies it with 16 consecutive outputs' weights: per step a tile of
 //! up to 6 activation rows × 4 panels does 24 vector FMAs for 4 vector loads and 6 broadcasts,
-//! and a chunk of [`KC`] steps of 4 panels (32 KiB) stays in L1 while every activation row of the
+//! and a chunk of `KC` steps of 4 panels (32 KiB) stays in L1 while every activation row of the
 //! task passes over it. (The row-major dot-product kernel reads both operands as vectors from
 //! L2 on every step, which held f32 prompt processing to about 40% of the FMA peak.)
 //!
