@@ -76,7 +76,8 @@ pub fn int8_available() -> bool {
     }
 }
 
-/// The 64-byte tile configuration: palette 1, all eight tiles 16 rows × 64 bytes.
+/// The 64-byte tile configuration `ldtilecfg` reads (palette 1: rows and bytes per row of each
+/// tile).
 #[repr(C, align(64))]
 struct TileConfig {
     palette: u8,
@@ -85,14 +86,6 @@ struct TileConfig {
     colsb: [u16; 16],
     rows: [u8; 16],
 }
-
-const CONFIG: TileConfig = TileConfig {
-    palette: 1,
-    start_row: 0,
-    _reserved: [0; 14],
-    colsb: [64, 64, 64, 64, 64, 64, 64, 64, 0, 0, 0, 0, 0, 0, 0, 0],
-    rows: [16, 16, 16, 16, 16, 16, 16, 16, 0, 0, 0, 0, 0, 0, 0, 0],
-};
 
 /// Where a kernel's two 16-row A tiles are (see [`Tiles::kernel`]).
 #[derive(Clone, Copy)]
@@ -133,12 +126,13 @@ impl ATiles {
 pub struct Tiles(());
 
 impl Tiles {
+    /// Every tile 16 rows × 64 bytes (the bf16 kernel's shapes).
+    ///
     /// # Safety
     /// [`available`] must have returned true.
     #[cfg(target_arch = "x86_64")]
     pub unsafe fn configure() -> Tiles {
-        std::arch::asm!("ldtilecfg [{}]", in(reg) &CONFIG as *const TileConfig, options(nostack, readonly));
-        Tiles(())
+        Self::configure_shapes([(16, 64); 8])
     }
 
     /// Configures tile `t` as `shapes[t] = (rows, bytes per row)` (palette 1), for kernels

@@ -120,18 +120,13 @@ pub unsafe fn block(
     let nb = k / QK;
     let qa = acts.qa;
     assert!(k.is_multiple_of(QK) && qa.k == k && i1 <= qa.rows && i0.is_multiple_of(16));
-    let (wq, wdh, q4) = match w {
-        WView::Q8 { qs, d } => (qs.as_ptr() as *const u8, d, false),
-        WView::Q4 { qs, d } => (qs.as_ptr(), d, true),
+    let (wq, wq_len, wdh, q4) = match w {
+        WView::Q8 { qs, d } => (qs.as_ptr() as *const u8, qs.len(), d, false),
+        WView::Q4 { qs, d } => (qs.as_ptr(), qs.len(), d, true),
         _ => panic!("amx_int8::block: weights must be Q8_0 or Q4_0"),
     };
     let row_bytes = if q4 { k / 2 } else { k };
-    assert!(wdh.len() >= j1 * nb);
-    match w {
-        WView::Q8 { qs, .. } => assert!(qs.len() >= j1 * k),
-        WView::Q4 { qs, .. } => assert!(qs.len() >= j1 * k / 2),
-        _ => unreachable!(),
-    }
+    assert!(wq_len >= j1 * row_bytes && wdh.len() >= j1 * nb);
     let single = qa.rows == 1;
     let want_bias = if single {
         bias_offset(Isa::Avx512, q4)
@@ -156,7 +151,12 @@ pub unsafe fn block(
             (8, 64),
         ])
     });
-    let mut wd = vec![0f32; 2 * nb * 16];
+    // The weight scales and unpacked rows go in this thread's buffers, kept between calls (a
+    // decoded token runs this for every task of every product).
+    let (mut wd, mut panel) = SCRATCH.with(|b| b.take());
+    if wd.len() < 2 * nb * 16 {
+        wd.resize(2 * nb * 16, 0.0);
+    }
     let Some(tiles) = tiles else {
         // One activation row: 16 weight rows at a time.
         let mut j = j0;
@@ -171,19 +171,20 @@ pub unsafe fn block(
             }
             j += 16;
         }
+        SCRATCH.with(|b| b.set((wd, panel)));
         return;
     };
     // Several rows: 32 weight rows × 32 activation rows at a time (four tiles of sums).
-    let mut panel: Vec<i8> = Vec::new();
     let mut j = j0;
     while j < j1 {
         let rows = 32.min(j1 - j);
         let src = wq.add(j * row_bytes);
         let a = if q4 || rows < 32 {
-            if panel.len() != 32 * k || rows < 32 {
+            if rows < 32 {
+                // Rows past the end must be zero.
                 panel.clear();
-                panel.resize(32 * k, 0);
             }
+            panel.resize(32 * k, 0);
             if q4 {
                 unpack_q4(src, row_bytes, rows, nb, panel.as_mut_ptr());
             } else {
@@ -215,6 +216,13 @@ pub unsafe fn block(
         j += 32;
     }
     drop(tiles);
+    SCRATCH.with(|b| b.set((wd, panel)));
+}
+
+thread_local! {
+    /// Per thread: [`block`]'s weight scales and unpacked weight rows.
+    static SCRATCH: std::cell::Cell<(Vec<f32>, Vec<i8>)> =
+        const { std::cell::Cell::new((Vec::new(), Vec::new())) };
 }
 
 /// The weight scales of 16 rows (`rows` of them real) as `[block][row]` f32, zero past `rows`.

@@ -257,7 +257,7 @@ unsafe fn block_with<V: Lanes>(
     // thread's own and kept, so a product does not fault in fresh pages for it.
     let rows = i1 - i0;
     let mut bufs = BUFS.with(|b| b.take());
-    let (packed, park) = (&mut bufs.0, &mut bufs.1);
+    let (packed, park, chunks) = (&mut bufs.0, &mut bufs.1, &mut bufs.2);
     let len = rows.next_multiple_of(MR) * k;
     if packed.len() < len {
         packed.resize(len, 0.0);
@@ -279,7 +279,7 @@ unsafe fn block_with<V: Lanes>(
     // Chunks in the order they run: groups of RN panels, gathered GROUPS at a time; within a
     // gathering, chunk by chunk of p, each over its groups. So one chunk of the activations
     // (all rows × KC) serves GROUPS groups from L2 before the next is needed.
-    let mut chunks = Vec::new();
+    chunks.clear();
     let mut g0 = 0;
     while g0 < npanels {
         let g1 = (g0 + GROUPS * RN).min(npanels);
@@ -303,8 +303,7 @@ unsafe fn block_with<V: Lanes>(
         // The next chunk's weights are fetched into L2 while this one is used, a share by each
         // register tile, so its first tile does not wait on memory.
         let next = chunks.get(c + 1).filter(|_| rows > 1);
-        let (next_lines, next_len) = next.map_or((0, 1), |&(ng, nrp, np0, np1, _)| {
-            let _ = ng;
+        let (next_lines, next_len) = next.map_or((0, 1), |&(_, nrp, np0, np1, _)| {
             (nrp * (np1 - np0), np1 - np0)
         });
         let mut i = i0;
@@ -342,43 +341,40 @@ unsafe fn block_with<V: Lanes>(
 }
 
 thread_local! {
-    /// Per thread: the interleaved activations and the parked partial sums of [`block_with`].
-    static BUFS: std::cell::Cell<(Vec<f32>, Vec<f32>)> = const { std::cell::Cell::new((Vec::new(), Vec::new())) };
+    /// Per thread: the interleaved activations, the parked partial sums and the chunk order of
+    /// [`block_with`].
+    static BUFS: std::cell::Cell<Buffers> = const {
+        std::cell::Cell::new((Vec::new(), Vec::new(), Vec::new()))
+    };
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx2,fma")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn block_avx512(
-    x: &[f32],
-    lda: usize,
-    i: (usize, usize),
-    panels: &[f32],
-    k: usize,
-    j: (usize, usize),
-    out: *mut f32,
-    ldo: usize,
-    accumulate: bool,
-) {
-    block_with::<x86::Zmm>(x, lda, i, panels, k, j, out, ldo, accumulate)
-}
+/// A chunk: first panel of its group, panels in it, steps `p0..p1`, its group's parking slot.
+type Chunk = (usize, usize, usize, usize, usize);
+type Buffers = (Vec<f32>, Vec<f32>, Vec<Chunk>);
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn block_avx2(
-    x: &[f32],
-    lda: usize,
-    i: (usize, usize),
-    panels: &[f32],
-    k: usize,
-    j: (usize, usize),
-    out: *mut f32,
-    ldo: usize,
-    accumulate: bool,
-) {
-    block_with::<x86::Ymm2>(x, lda, i, panels, k, j, out, ldo, accumulate)
+/// `block_with` for one lane type, compiled with the instruction set's features.
+macro_rules! block_for {
+    ($name:ident, $features:literal, $lanes:ty) => {
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = $features)]
+        #[allow(clippy::too_many_arguments)]
+        unsafe fn $name(
+            x: &[f32],
+            lda: usize,
+            i: (usize, usize),
+            panels: &[f32],
+            k: usize,
+            j: (usize, usize),
+            out: *mut f32,
+            ldo: usize,
+            accumulate: bool,
+        ) {
+            block_with::<$lanes>(x, lda, i, panels, k, j, out, ldo, accumulate)
+        }
+    };
 }
+block_for!(block_avx512, "avx512f,avx2,fma", x86::Zmm);
+block_for!(block_avx2, "avx2,fma", x86::Ymm2);
 
 /// `out[i·ldo + j] (+)= Σ_p x[i·lda + p]·w[j, p]` for `i in i0..i1`, `j in j0..j1` (`j0` a
 /// multiple of [`NR`]), with `w` `[n, k]` in panels.
