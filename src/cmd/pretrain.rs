@@ -93,6 +93,18 @@ pub fn run(a: PretrainArgs) -> Result<()> {
         cfg.run.resume = true;
     }
     let s = train(&cfg, &RunOptions::default())?;
+    if s.rank != 0 {
+        // Rank 0 reports for the whole job.
+        return Ok(());
+    }
+    if s.already_finished {
+        println!(
+            "the run in {} had already finished at step {}; nothing was trained (raise --max-steps to continue it)",
+            s.run_dir.display(),
+            s.steps
+        );
+        return Ok(());
+    }
     if s.steps == 0 {
         bail!("no steps were run");
     }
@@ -113,6 +125,15 @@ pub fn run(a: PretrainArgs) -> Result<()> {
     }
     if let Some(p) = &s.plot_png {
         println!("loss plot       {} (+ .svg)", p.display());
+    }
+    if s.world > 1 {
+        println!(
+            "ranks           {} ({:.0} tok/s per rank; collectives {:.1} ms and {:.1} MB per step on rank 0)",
+            s.world,
+            s.tokens_per_s / s.world as f64,
+            s.comm_s * 1e3,
+            s.comm_bytes as f64 / 1e6
+        );
     }
     println!(
         "metrics         {}",

@@ -300,6 +300,7 @@ fn toml_from_defaults() -> RunConfig {
         optim: Default::default(),
         batch: Default::default(),
         run: Default::default(),
+        dist: Default::default(),
     }
 }
 

@@ -71,6 +71,18 @@ pub trait Backend: Send + Sync {
         let _ = kind;
         self.upload(data)
     }
+    /// The buffer's values in place, when the backend keeps them in host memory as f32 (the
+    /// CPU backend in f32). Collectives then run on the buffer itself; other backends return
+    /// `None` and are staged through [`Backend::download`] / [`Backend::write`].
+    fn host_f32<'a>(&self, buf: &'a Self::Buf) -> Option<&'a [f32]> {
+        let _ = buf;
+        None
+    }
+    /// [`Backend::host_f32`], writable.
+    fn host_f32_mut<'a>(&self, buf: &'a mut Self::Buf) -> Option<&'a mut [f32]> {
+        let _ = buf;
+        None
+    }
     fn upload_ids(&self, ids: &[i32]) -> Self::Ids;
     fn write_ids(&self, dst: &mut Self::Ids, ids: &[i32]);
 

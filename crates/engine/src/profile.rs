@@ -57,6 +57,12 @@ impl<B: Backend> Backend for Profiled<B> {
     fn synchronize(&self) {
         self.inner.synchronize()
     }
+    fn host_f32<'a>(&self, buf: &'a B::Buf) -> Option<&'a [f32]> {
+        self.inner.host_f32(buf)
+    }
+    fn host_f32_mut<'a>(&self, buf: &'a mut B::Buf) -> Option<&'a mut [f32]> {
+        self.inner.host_f32_mut(buf)
+    }
     fn zeros(&self, n: usize) -> B::Buf {
         self.inner.zeros(n)
     }

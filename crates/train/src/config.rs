@@ -22,6 +22,30 @@ pub struct RunConfig {
     pub batch: BatchSection,
     #[serde(default)]
     pub run: RunSection,
+    #[serde(default)]
+    pub dist: DistSection,
+}
+
+/// Several processes (`mpirun -np N tinyllama pretrain …`, see docs/distributed.md). Ignored by
+/// a single process.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DistSection {
+    /// Shard the optimizer state over ranks (ZeRO-1). `false` keeps every moment on every rank
+    /// and all-reduces whole gradients (plain data parallel).
+    pub zero: bool,
+    /// A collective that waits longer than this ends the job with a message naming the rank
+    /// that stopped (0 disables the bound).
+    pub timeout_s: u64,
+}
+
+impl Default for DistSection {
+    fn default() -> Self {
+        DistSection {
+            zero: true,
+            timeout_s: 300,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

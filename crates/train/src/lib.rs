@@ -7,6 +7,7 @@
 //! - [`checkpoint`]: atomic checkpoints, retention, resume.
 //! - [`metrics`]: `metrics.jsonl`, MFU, peak FLOP/s.
 //! - [`plot`]: the loss / learning-rate picture.
+//! - [`data_parallel`]: gradient exchange over ranks and the (ZeRO-1 sharded) optimizer step.
 //! - [`trainer`]: the training loop.
 //! - [`export`]: checkpoint → Hugging Face directory.
 //! - [`bench`]: training-step throughput.
@@ -14,6 +15,7 @@
 pub mod bench;
 pub mod checkpoint;
 pub mod config;
+pub mod data_parallel;
 pub mod device_bench;
 pub mod export;
 pub mod loader;

@@ -1,16 +1,26 @@
-//! The training loop: gradient accumulation over micro-batches, global-norm clipping, AdamW on
-//! a schedule, non-finite-step skipping, validation, metrics, checkpoints and exact resume.
+//! The training loop: gradient accumulation over micro-batches, data parallelism over ranks,
+//! global-norm clipping, AdamW on a schedule, non-finite-step skipping, validation, metrics,
+//! checkpoints and exact resume.
+//!
+//! **Loss normalisation.** A step's loss and gradient are the sum over every target token of
+//! every micro-batch on every rank, divided by the number of those tokens (all-reduced) — not a
+//! mean of per-micro-batch means, which would weight a micro-batch with few targets (masked
+//! prompts, padding) like a full one. With full micro-batches both agree to the last bit.
 
-use crate::checkpoint::{self, TrainState};
+use crate::checkpoint::{self, RankPart, TrainState};
 use crate::config::RunConfig;
-use crate::loader::{MixtureLoader, ValSet};
+use crate::data_parallel::{CommStats, Optimizer};
+use crate::loader::{LoaderState, MixtureLoader, ValSet};
 use crate::metrics::{self, MetricsWriter, StepRecord};
-use crate::optimizer::AdamW;
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::IsTerminal;
-use std::path::PathBuf;
-use std::time::Instant;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use tinyllama_dist::watchdog::Watched;
+#[cfg(feature = "cuda")]
+use tinyllama_dist::LaunchInfo;
+use tinyllama_dist::{Collective, ReduceOp};
 use tinyllama_engine::{Activations, Backend, CpuBackend, Llama};
 use tinyllama_model::atomic::write_atomic;
 use tinyllama_model::hf::SaveDtype;
@@ -25,6 +35,8 @@ pub struct RunOptions {
     pub stop_after: Option<u64>,
     /// Treat these steps' losses as NaN (tests of bad-step handling).
     pub inject_nan_at: Vec<u64>,
+    /// Rank `.0` stops responding (sleeps) before step `.1` (tests of the collective timeout).
+    pub hang: Option<(usize, u64)>,
 }
 
 #[derive(Clone, Debug)]
@@ -37,15 +49,42 @@ pub struct RunSummary {
     pub checkpoint: Option<PathBuf>,
     pub export_dir: Option<PathBuf>,
     pub plot_png: Option<PathBuf>,
+    /// Whole-job throughput (all ranks).
     pub tokens_per_s: f64,
     pub mfu: f64,
     pub skipped_steps: u64,
     pub elapsed_s: f64,
+    pub rank: usize,
+    pub world: usize,
+    /// Seconds per step spent in collectives (last step, this rank).
+    pub comm_s: f64,
+    /// Bytes this rank handed to collectives in the last step.
+    pub comm_bytes: u64,
+    /// The run had already reached its last step when it was resumed: nothing was trained.
+    pub already_finished: bool,
 }
 
-/// Runs (or resumes) the configured training run.
+/// Runs (or resumes) the configured training run as one rank of the job this process was
+/// launched into (a single process when no launcher started several; see [`tinyllama_dist`]).
 pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<RunSummary> {
     cfg.validate()?;
+    let coll = tinyllama_dist::open()?;
+    train_in(cfg, opts, coll)
+}
+
+/// [`train`] as one rank of `coll` (tests pass an in-process group).
+pub fn train_in(
+    cfg: &RunConfig,
+    opts: &RunOptions,
+    coll: Box<dyn Collective>,
+) -> Result<RunSummary> {
+    cfg.validate()?;
+    let rank = coll.rank();
+    let quiet_rank = RunOptions {
+        quiet: opts.quiet || rank != 0,
+        ..opts.clone()
+    };
+    let opts = &quiet_rank;
     let dev = cfg.run.device.as_str();
     if dev == "cpu" {
         let backend = cpu_backend(&cfg.run.precision)?;
@@ -55,7 +94,7 @@ pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<RunSummary> {
                 "note: this CPU has no AMX tiles, so bf16 products are emulated and slower than f32; precision = \"f32\" is the faster choice here",
             );
         }
-        return train_on(backend, cfg, opts);
+        return train_on(backend, cfg, opts, coll);
     }
     if dev.starts_with("cuda") {
         #[cfg(feature = "cuda")]
@@ -66,11 +105,22 @@ pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<RunSummary> {
                 );
             }
             let backend = match tinyllama_cuda::parse_device(dev)? {
-                Some(ordinal) => tinyllama_cuda::gpu_backend(ordinal)
-                    .with_context(|| format!("cannot use device `{dev}`"))?,
+                // One GPU per rank: a bare `cuda` in a job of several ranks means the GPU of
+                // this rank's index on its node.
+                Some(ordinal) => {
+                    let ordinal = if dev == "cuda" && coll.world() > 1 {
+                        LaunchInfo::detect()?
+                            .map(|i| i.local_rank)
+                            .unwrap_or(ordinal)
+                    } else {
+                        ordinal
+                    };
+                    tinyllama_cuda::gpu_backend(ordinal)
+                        .with_context(|| format!("cannot use device `{dev}` (GPU {ordinal})"))?
+                }
                 None => tinyllama_cuda::emulator_backend()?,
             };
-            return train_on(backend, cfg, opts);
+            return train_on(backend, cfg, opts, coll);
         }
         #[cfg(not(feature = "cuda"))]
         bail!(
@@ -97,20 +147,23 @@ fn say(opts: &RunOptions, msg: impl AsRef<str>) {
     }
 }
 
+/// Validation loss over the whole validation set: rank `r` takes sequences `r, r + world, …`
+/// and the per-position sums and counts are all-reduced, so every rank gets the same mean and
+/// it equals a single process's (up to summation order).
 fn val_loss<B: Backend>(
     model: &Llama<B>,
     val: &ValSet,
     micro: usize,
     seq: usize,
     cache: &mut Vec<Activations<B>>,
+    coll: &dyn Collective,
 ) -> Result<f64> {
-    let mut total = 0.0;
-    let mut count = 0usize;
-    let mut i = 0;
-    while i < val.sequences {
-        let b = micro.min(val.sequences - i);
-        let pos = cache.iter().position(|a| a.batch == b);
-        let idx = match pos {
+    let (rank, world) = (coll.rank(), coll.world());
+    let mine: Vec<usize> = (rank..val.sequences).step_by(world).collect();
+    let mut sums = [0.0f64, 0.0];
+    for chunk in mine.chunks(micro) {
+        let b = chunk.len();
+        let idx = match cache.iter().position(|a| a.batch == b) {
             Some(p) => p,
             None => {
                 // Validation runs forward only: no per-layer activations need keeping.
@@ -118,87 +171,264 @@ fn val_loss<B: Backend>(
                 cache.len() - 1
             }
         };
-        let r = i * seq..(i + b) * seq;
-        let l = model.forward_losses(&mut cache[idx], &val.inputs[r.clone()], &val.targets[r])?;
-        total += l.iter().map(|&x| x as f64).sum::<f64>();
-        count += l.len();
-        i += b;
+        let (mut inp, mut tgt) = (Vec::with_capacity(b * seq), Vec::with_capacity(b * seq));
+        for &i in chunk {
+            inp.extend_from_slice(&val.inputs[i * seq..(i + 1) * seq]);
+            tgt.extend_from_slice(&val.targets[i * seq..(i + 1) * seq]);
+        }
+        let l = model.forward_losses(&mut cache[idx], &inp, &tgt)?;
+        sums[0] += l.iter().map(|&x| x as f64).sum::<f64>();
+        sums[1] += l.len() as f64;
     }
-    Ok(total / count as f64)
+    coll.all_reduce_f64(&mut sums, ReduceOp::Sum)?;
+    Ok(sums[0] / sums[1])
 }
 
-fn train_on<B: Backend>(backend: B, cfg: &RunConfig, opts: &RunOptions) -> Result<RunSummary> {
+/// Where a resumed run's ranks start reading when the checkpoint was written by a different
+/// number of ranks. Rank `r` of `W` had read the positions `r, r + W, …` of each source's
+/// shuffled order below its cursor, so every position below `W × min(cursor)` was read by
+/// someone. The new ranks continue from there: nothing is skipped, and the few positions above
+/// it that a faster rank had already read are read again. The mixture's random draws start a
+/// new stream derived from the seed, rank and step.
+fn reshard_loader(
+    saved: &[LoaderState],
+    old_world: usize,
+    rank: usize,
+    world: usize,
+    seed: u64,
+    step: u64,
+) -> LoaderState {
+    let mut st = saved[0].clone();
+    for (s, src) in st.sources.iter_mut().enumerate() {
+        let epoch = saved.iter().map(|l| l.sources[s].epoch).min().unwrap_or(0);
+        let min_cursor = saved
+            .iter()
+            .map(|l| {
+                if l.sources[s].epoch > epoch {
+                    u64::MAX
+                } else {
+                    l.sources[s].cursor
+                }
+            })
+            .min()
+            .unwrap_or(0);
+        let consumed = (old_world as u64 * min_cursor).min(src.blocks);
+        src.epoch = epoch;
+        // Positions rank, rank + world, … below `consumed`.
+        src.cursor = consumed.saturating_sub(rank as u64).div_ceil(world as u64);
+        src.sequences = saved.iter().map(|l| l.sources[s].sequences).sum::<u64>() / world as u64;
+    }
+    st.rng = tinyllama_model::rng::Rng::derive(seed, 0x7e5a_0000 ^ (step << 20) ^ rank as u64);
+    st
+}
+
+/// Forward and backward over this rank's micro-batches of one step, accumulating into `grads`
+/// the gradient of (Σ target losses over every micro-batch of every rank) / (number of those
+/// targets). Returns that loss, identical on every rank. The gradients are this rank's part of
+/// the sum; the optimizer's exchange adds the ranks' parts.
+pub fn accumulate_step<B: Backend>(
+    model: &Llama<B>,
+    acts: &mut Activations<B>,
+    grads: &mut [B::Buf],
+    batches: &[(Vec<u32>, Vec<i32>)],
+    coll: &dyn Collective,
+) -> Result<f64> {
+    let local: usize = batches
+        .iter()
+        .map(|(_, t)| t.iter().filter(|&&x| x >= 0).count())
+        .sum();
+    let mut counts = [local as f64];
+    coll.all_reduce_f64(&mut counts, ReduceOp::Sum)?;
+    let global = counts[0];
+    if global == 0.0 {
+        bail!("no micro-batch on any rank has a target token to learn from");
+    }
+    let mut loss_sum = 0.0f64;
+    for (inp, tgt) in batches {
+        let n = tgt.iter().filter(|&&t| t >= 0).count();
+        if n == 0 {
+            continue;
+        }
+        let mean =
+            model.forward_backward(acts, grads, inp, tgt, (n as f64 / global) as f32)? as f64;
+        loss_sum += mean * n as f64;
+    }
+    let mut ls = [loss_sum];
+    coll.all_reduce_f64(&mut ls, ReduceOp::Sum)?;
+    Ok(ls[0] / global)
+}
+
+struct Resumed {
+    path: PathBuf,
+    weights: HostWeights,
+    state: TrainState,
+}
+
+/// Rank 0 chooses the newest checkpoint that verifies (saying why it passed over newer ones)
+/// and every rank loads that one.
+fn find_resume(
+    run_dir: &Path,
+    opts: &RunOptions,
+    coll: &dyn Collective,
+) -> Result<Option<Resumed>> {
+    let mut chosen = u64::MAX;
+    if coll.rank() == 0 {
+        let (found, notes) = checkpoint::latest_verified(run_dir)?;
+        for n in notes {
+            eprintln!("warning: {n}");
+        }
+        if let Some(p) = &found {
+            chosen = checkpoint::load_model(p)?.1.step;
+        } else if !checkpoint::list(run_dir)?.is_empty() {
+            bail!(
+                "{}: no checkpoint verifies (see the warnings above); move the run directory aside to start afresh",
+                run_dir.display()
+            );
+        }
+    }
+    let _ = opts;
+    let chosen = coll.broadcast_u64(chosen, 0)?;
+    if chosen == u64::MAX {
+        return Ok(None);
+    }
+    let path = checkpoint::checkpoints_dir(run_dir).join(format!("step-{chosen:08}"));
+    let (weights, state) = checkpoint::load_model(&path)?;
+    Ok(Some(Resumed {
+        path,
+        weights,
+        state,
+    }))
+}
+
+fn train_on<B: Backend>(
+    backend: B,
+    cfg: &RunConfig,
+    opts: &RunOptions,
+    coll: Box<dyn Collective>,
+) -> Result<RunSummary> {
     let run_dir = cfg.run.out_dir.clone();
-    std::fs::create_dir_all(&run_dir)
-        .with_context(|| format!("cannot create run directory {}", run_dir.display()))?;
+    let (rank, world) = (coll.rank(), coll.world());
+    let timeout = (cfg.dist.timeout_s > 0).then(|| Duration::from_secs(cfg.dist.timeout_s));
+    if rank == 0 {
+        std::fs::create_dir_all(&run_dir)
+            .with_context(|| format!("cannot create run directory {}", run_dir.display()))?;
+    }
+    coll.barrier()?;
+    let coll = Watched::new(coll, &run_dir, timeout);
+    let coll: &Watched = &coll;
     let mcfg = cfg.model_config()?;
     let (seq, micro) = (cfg.data.seq_len, cfg.batch.micro_batch);
-    let accum = cfg.accumulation(1)?;
+    let accum = cfg.accumulation(world)?;
     let total = cfg.total_steps()?;
     let schedule = cfg.schedule()?;
 
-    let resume_from = if cfg.run.resume {
-        checkpoint::latest(&run_dir)?
+    if rank == 0 {
+        for p in checkpoint::clean_leftovers(&run_dir)? {
+            say(
+                opts,
+                format!(
+                    "removed {} (left by an interrupted save or prune)",
+                    p.display()
+                ),
+            );
+        }
+    }
+    coll.barrier()?;
+    let resumed = if cfg.run.resume {
+        find_resume(&run_dir, opts, coll)?
     } else {
         None
     };
-    if resume_from.is_none() && !checkpoint::list(&run_dir)?.is_empty() {
+    if resumed.is_none() && !checkpoint::list(&run_dir)?.is_empty() {
         bail!(
             "{} already holds checkpoints of an earlier run; resume it (`--resume` / resume = true) or choose another out_dir",
             run_dir.display()
         );
     }
-    if let Some(tok) = &cfg.model.tokenizer {
-        write_atomic(
-            &run_dir.join("tokenizer.json"),
-            &std::fs::read(tok).with_context(|| format!("cannot read {}", tok.display()))?,
-        )?;
+    if rank == 0 {
+        if let Some(tok) = &cfg.model.tokenizer {
+            write_atomic(
+                &run_dir.join("tokenizer.json"),
+                &std::fs::read(tok).with_context(|| format!("cannot read {}", tok.display()))?,
+            )?;
+        }
+        write_atomic(&run_dir.join("config.toml"), cfg.to_toml().as_bytes())?;
     }
-    write_atomic(&run_dir.join("config.toml"), cfg.to_toml().as_bytes())?;
 
-    let (host, moments, mut state) = match &resume_from {
-        Some(p) => {
-            let l = checkpoint::load(p)?;
-            if l.weights.config != mcfg {
+    let host = match &resumed {
+        Some(r) => {
+            if r.weights.config != mcfg {
                 bail!(
                     "{}: the checkpoint's model differs from the run config's; refusing to resume",
-                    p.display()
+                    r.path.display()
                 );
             }
             say(
                 opts,
-                format!("resuming from {} (step {})", p.display(), l.state.step),
+                format!(
+                    "resuming from {} (step {}, written by {} rank{})",
+                    r.path.display(),
+                    r.state.step,
+                    r.state.world_size,
+                    if r.state.world_size == 1 { "" } else { "s" }
+                ),
             );
-            let st = l.state;
-            (l.weights, Some((l.m, l.v)), Some(st))
+            r.weights.clone()
         }
-        None => {
-            let w = match &cfg.model.init_from {
-                Some(dir) => tinyllama_model::hf::load_dir(dir)?,
-                None => HostWeights::init(&mcfg, cfg.run.seed),
-            };
-            (w, None, None)
-        }
+        None => match &cfg.model.init_from {
+            Some(dir) => tinyllama_model::hf::load_dir(dir)?,
+            None => HostWeights::init(&mcfg, cfg.run.seed),
+        },
     };
     let mut model = Llama::new(backend, &host)?;
-    let mut opt = AdamW::new(&model, cfg.adamw());
-    if let Some((m, v)) = moments {
-        for i in 0..m.len() {
-            opt.m[i] = model.backend.upload(&m[i]);
-            opt.v[i] = model.backend.upload(&v[i]);
-        }
-    }
-    let mut loader = MixtureLoader::new(&cfg.data.train, seq, cfg.run.seed, 0, 1)?;
+    drop(host);
+    let mut opt = Optimizer::new(&model, cfg.adamw(), rank, world, cfg.dist.zero);
+    let names: Vec<String> = model.specs.iter().map(|s| s.name.clone()).collect();
+    let numel: Vec<usize> = model.specs.iter().map(|s| s.numel()).collect();
+    let total_params: usize = numel.iter().sum();
+    let mut loader = MixtureLoader::new(
+        &cfg.data.train,
+        seq,
+        cfg.run.seed,
+        rank as u64,
+        world as u64,
+    )?;
     let val = if cfg.data.val.is_empty() {
         None
     } else {
         Some(ValSet::load(&cfg.data.val, seq, cfg.run.eval_sequences)?)
     };
-    let mut st = match state.take() {
-        Some(s) => {
-            loader.restore(s.loader.clone())?;
-            opt.step = s.updates;
-            s
+    let mut st = match &resumed {
+        Some(r) => {
+            let (m, v) =
+                checkpoint::load_moments(&r.path, opt.owned_range(&model), &names, &numel)?;
+            opt.set_moments(&model, &m, &v);
+            let old_world = r.state.world_size.max(1);
+            let ls = if old_world == world {
+                checkpoint::load_loader(&r.path, rank, &r.state)?.with_context(|| {
+                    format!("{}: no data-loader state for rank {rank}", r.path.display())
+                })?
+            } else {
+                let saved = (0..old_world)
+                    .map(|k| {
+                        checkpoint::load_loader(&r.path, k, &r.state)?.with_context(|| {
+                            format!("{}: no data-loader state for rank {k}", r.path.display())
+                        })
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                if rank == 0 {
+                    say(
+                        opts,
+                        format!(
+                            "re-sharding: the checkpoint was written by {old_world} ranks, this job has {world}; optimizer moments are re-cut exactly, the data continues from the position every old rank had passed"
+                        ),
+                    );
+                }
+                reshard_loader(&saved, old_world, rank, world, cfg.run.seed, r.state.step)
+            };
+            loader.restore(ls)?;
+            opt.set_updates(r.state.updates);
+            r.state.clone()
         }
         None => TrainState {
             step: 0,
@@ -209,33 +439,93 @@ fn train_on<B: Backend>(backend: B, cfg: &RunConfig, opts: &RunOptions) -> Resul
             loader: loader.state.clone(),
             elapsed_s: 0.0,
             config: cfg.clone(),
+            world_size: world,
         },
     };
-    let mut metrics = MetricsWriter::open(&run_dir, Some(st.step))?;
-    let peak = match cfg.run.peak_flops {
+    st.world_size = world;
+    // A checkpoint is "good" once a finite step has been taken from it (a checkpoint whose
+    // weights turn every loss into NaN is not one to recommend).
+    let mut last_good: Option<PathBuf> = None;
+    let loaded_from = resumed.as_ref().map(|r| r.path.clone());
+    drop(resumed);
+
+    if st.step >= total {
+        say(
+            opts,
+            format!(
+                "the run in {} is already finished (step {} of {total}); nothing to train. Raise batch.max_steps (or max_tokens) to continue it",
+                run_dir.display(),
+                st.step
+            ),
+        );
+        return Ok(RunSummary {
+            run_dir,
+            steps: st.step,
+            tokens: st.tokens_seen,
+            losses: vec![],
+            final_val_loss: None,
+            checkpoint: loaded_from,
+            export_dir: None,
+            plot_png: None,
+            tokens_per_s: 0.0,
+            mfu: 0.0,
+            skipped_steps: st.skipped_steps,
+            elapsed_s: st.elapsed_s,
+            rank,
+            world,
+            comm_s: 0.0,
+            comm_bytes: 0,
+            already_finished: true,
+        });
+    }
+
+    let mut metrics = if rank == 0 {
+        Some(MetricsWriter::open(&run_dir, Some(st.step))?)
+    } else {
+        None
+    };
+    let peak_per_rank = match cfg.run.peak_flops {
         Some(p) => p,
         None => metrics::gpu_peak(&model.backend.name()).unwrap_or_else(metrics::measure_cpu_peak),
     };
+    let peak = peak_per_rank * world as f64;
     let flops_per_token = mcfg.train_flops_per_token(seq);
     let mut acts = Activations::with_recompute(&model, micro, seq, cfg.run.recompute);
     let mut val_acts = Vec::new();
     let mut grads = model.zero_grads();
-    let (mut inputs, mut targets) = (Vec::new(), Vec::new());
     let tokens_per_step = (cfg.batch.global_batch * seq) as u64;
+    let mut batches: Vec<(Vec<u32>, Vec<i32>)> = vec![(Vec::new(), Vec::new()); accum];
 
     say(
         opts,
         format!(
-            "training {} params on {} · {} steps of {} tokens ({} × {} micro-batches × {seq}) · peak {:.1} GFLOP/s for MFU",
+            "training {} params on {} · {} steps of {} tokens ({world} rank{} × {} × {} micro-batches × {seq}) · peak {:.1} GFLOP/s per rank for MFU",
             mcfg.num_params(),
             model.backend.name(),
             total,
             tokens_per_step,
+            if world == 1 { "" } else { "s" },
             accum,
             micro,
-            peak / 1e9
+            peak_per_rank / 1e9
         ),
     );
+    if world > 1 {
+        say(
+            opts,
+            format!(
+                "data parallel over {} · {} · optimizer state per rank: {:.1} MB of {:.1} MB",
+                coll.name(),
+                if matches!(opt, Optimizer::Zero1 { .. }) {
+                    "ZeRO-1 (sharded moments)"
+                } else {
+                    "plain (every rank holds every moment)"
+                },
+                opt.owned_range(&model).len() as f64 * 8.0 / 1e6,
+                total_params as f64 * 8.0 / 1e6,
+            ),
+        );
+    }
     let tty = std::io::stderr().is_terminal() && !opts.quiet;
     let bar = if tty {
         let b = ProgressBar::new(total);
@@ -257,29 +547,36 @@ fn train_on<B: Backend>(backend: B, cfg: &RunConfig, opts: &RunOptions) -> Resul
     let mut last_val = None;
     let mut last_ckpt = None;
     let (mut last_tps, mut last_mfu) = (0.0, 0.0);
+    let mut comm = CommStats::default();
+    coll.beat(st.step, None)?;
     while st.step < total {
         let step = st.step;
-        let t0 = Instant::now();
-        let mut loss = 0.0;
-        for _ in 0..accum {
-            loader.next_batch(micro, &mut inputs, &mut targets)?;
-            loss += model.forward_backward(
-                &mut acts,
-                &mut grads,
-                &inputs,
-                &targets,
-                1.0 / accum as f32,
-            )? as f64
-                / accum as f64;
+        if opts.hang == Some((rank, step)) {
+            // Test hook: this rank stops responding, as a stuck process would.
+            loop {
+                std::thread::sleep(Duration::from_secs(3600));
+            }
         }
+        let t0 = Instant::now();
+        comm = CommStats::default();
+        // All of this rank's micro-batches first: the step's gradient is normalised by the
+        // number of targets over every micro-batch of every rank, known before any backward.
+        for (inp, tgt) in batches.iter_mut() {
+            loader.next_batch(micro, inp, tgt)?;
+        }
+        let mut loss = accumulate_step(&model, &mut acts, &mut grads, &batches, coll)
+            .with_context(|| format!("step {step}"))?;
         if opts.inject_nan_at.contains(&step) {
             loss = f64::NAN;
         }
-        let norm = AdamW::grad_norm(&model, &grads);
+        let norm = opt.exchange(&model, &mut grads, coll, &mut comm)?;
         let lr = schedule.lr_at(step);
         if loss.is_finite() && norm.is_finite() {
-            opt.update(&mut model, &grads, lr, norm);
+            opt.update(&mut model, &grads, lr, norm, coll, &mut comm)?;
             st.consecutive_bad = 0;
+            if last_good.is_none() {
+                last_good = loaded_from.clone();
+            }
         } else {
             st.skipped_steps += 1;
             st.consecutive_bad += 1;
@@ -296,7 +593,10 @@ fn train_on<B: Backend>(backend: B, cfg: &RunConfig, opts: &RunOptions) -> Resul
                      Lower the learning rate, check the data, or raise max_bad_steps",
                     st.consecutive_bad,
                     cfg.run.max_bad_steps,
-                    checkpoint::latest(&run_dir)?.map(|p| p.display().to_string()).unwrap_or_else(|| "none (no checkpoint was written yet)".into())
+                    last_good
+                        .as_ref()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_else(|| "none (no checkpoint has yet been followed by a finite step)".into())
                 );
             }
         }
@@ -304,7 +604,7 @@ fn train_on<B: Backend>(backend: B, cfg: &RunConfig, opts: &RunOptions) -> Resul
             model.backend.fill(g, 0.0);
         }
         st.step += 1;
-        st.updates = opt.step;
+        st.updates = opt.updates();
         st.tokens_seen += tokens_per_step;
         let dt = t0.elapsed().as_secs_f64();
         let tps = tokens_per_step as f64 / dt;
@@ -325,15 +625,17 @@ fn train_on<B: Backend>(backend: B, cfg: &RunConfig, opts: &RunOptions) -> Resul
         };
         if let Some(v) = &val {
             if last || (cfg.run.eval_every > 0 && st.step % cfg.run.eval_every == 0) {
-                let vl = val_loss(&model, v, micro, seq, &mut val_acts)?;
+                let vl = val_loss(&model, v, micro, seq, &mut val_acts, coll)?;
                 rec.val_loss = Some(vl);
                 last_val = Some(vl);
             }
         }
-        metrics.write(&rec)?;
+        if let Some(m) = metrics.as_mut() {
+            m.write(&rec)?;
+        }
         losses.push(loss);
         let line = format!(
-            "step {:>6} loss {:.4}{} lr {:.2e} gnorm {:.3} {:.0} tok/s mfu {:.1}%",
+            "step {:>6} loss {:.4}{} lr {:.2e} gnorm {:.3} {:.0} tok/s{} mfu {:.1}%{}",
             step,
             loss,
             rec.val_loss
@@ -342,7 +644,17 @@ fn train_on<B: Backend>(backend: B, cfg: &RunConfig, opts: &RunOptions) -> Resul
             lr,
             norm,
             tps,
-            100.0 * mfu
+            if world > 1 {
+                format!(" ({:.0}/rank)", tps / world as f64)
+            } else {
+                String::new()
+            },
+            100.0 * mfu,
+            if world > 1 {
+                format!(" comm {:.0} ms", comm.seconds * 1e3)
+            } else {
+                String::new()
+            },
         );
         match &bar {
             Some(b) => {
@@ -359,17 +671,34 @@ fn train_on<B: Backend>(backend: B, cfg: &RunConfig, opts: &RunOptions) -> Resul
         if last || (cfg.run.save_every > 0 && st.step % cfg.run.save_every == 0) {
             st.loader = loader.state.clone();
             st.elapsed_s = elapsed_before + started.elapsed().as_secs_f64();
-            let m: Vec<Vec<f32>> = opt.m.iter().map(|b| model.backend.download(b)).collect();
-            let v: Vec<Vec<f32>> = opt.v.iter().map(|b| model.backend.download(b)).collect();
-            last_ckpt = Some(checkpoint::save(
+            // Rank 0's loader position goes into state.json; every rank's into its own file.
+            let mut state0 = st.clone();
+            if world > 1 {
+                let all = coll.all_gather_bytes(&serde_json::to_vec(&loader.state)?)?;
+                state0.loader = serde_json::from_slice(&all[0])?;
+            }
+            let (m, v) = opt.moments(&model);
+            let host = (rank == 0).then(|| model.to_host());
+            let p = checkpoint::save(
                 &run_dir,
-                &model.to_host(),
-                &m,
-                &v,
-                &st,
+                &RankPart {
+                    weights: host.as_ref(),
+                    range: opt.owned_range(&model),
+                    m: &m,
+                    v: &v,
+                    total: total_params,
+                    loader: &loader.state,
+                    state: &state0,
+                },
+                coll,
                 cfg.run.keep_last,
-            )?);
+            )?;
+            if st.consecutive_bad == 0 {
+                last_good = Some(p.clone());
+            }
+            last_ckpt = Some(p);
         }
+        coll.beat(st.step, last_ckpt.as_deref())?;
         if opts.stop_after == Some(st.step) && !last {
             if let Some(b) = &bar {
                 b.abandon();
@@ -387,34 +716,41 @@ fn train_on<B: Backend>(backend: B, cfg: &RunConfig, opts: &RunOptions) -> Resul
                 mfu: last_mfu,
                 skipped_steps: st.skipped_steps,
                 elapsed_s: st.elapsed_s,
+                rank,
+                world,
+                comm_s: comm.seconds,
+                comm_bytes: comm.bytes,
+                already_finished: false,
             });
         }
     }
     if let Some(b) = &bar {
         b.finish();
     }
-    let all = MetricsWriter::read_all(&run_dir);
-    let plot_png = match crate::plot::write(&run_dir, &all) {
-        Ok(_) => Some(run_dir.join("loss.png")),
-        Err(e) => {
-            say(
-                opts,
-                format!("warning: could not draw the loss plot: {e:#}"),
-            );
-            None
-        }
-    };
-    let export_dir = if cfg.run.export {
-        let ckpt = match &last_ckpt {
-            Some(c) => c.clone(),
-            None => checkpoint::latest(&run_dir)?.context("no checkpoint to export")?,
+    let (mut plot_png, mut export_dir) = (None, None);
+    if rank == 0 {
+        let all = MetricsWriter::read_all(&run_dir);
+        plot_png = match crate::plot::write(&run_dir, &all) {
+            Ok(_) => Some(run_dir.join("loss.png")),
+            Err(e) => {
+                say(
+                    opts,
+                    format!("warning: could not draw the loss plot: {e:#}"),
+                );
+                None
+            }
         };
-        let out = run_dir.join("hf");
-        crate::export::export_hf(&ckpt, &out, SaveDtype::F32, None)?;
-        Some(out)
-    } else {
-        None
-    };
+        if cfg.run.export {
+            let ckpt = match &last_ckpt {
+                Some(c) => c.clone(),
+                None => checkpoint::latest(&run_dir)?.context("no checkpoint to export")?,
+            };
+            let out = run_dir.join("hf");
+            crate::export::export_hf(&ckpt, &out, SaveDtype::F32, None)?;
+            export_dir = Some(out);
+        }
+    }
+    coll.barrier()?;
     Ok(RunSummary {
         run_dir,
         steps: st.step,
@@ -428,5 +764,10 @@ fn train_on<B: Backend>(backend: B, cfg: &RunConfig, opts: &RunOptions) -> Resul
         mfu: last_mfu,
         skipped_steps: st.skipped_steps,
         elapsed_s: elapsed_before + started.elapsed().as_secs_f64(),
+        rank,
+        world,
+        comm_s: comm.seconds,
+        comm_bytes: comm.bytes,
+        already_finished: false,
     })
 }

@@ -144,6 +144,16 @@ impl<T: Real> Backend for CpuBackend<T> {
             rayon::current_num_threads(),
         )
     }
+    fn host_f32<'a>(&self, buf: &'a Vec<T>) -> Option<&'a [f32]> {
+        (buf as &dyn std::any::Any)
+            .downcast_ref::<Vec<f32>>()
+            .map(|v| v.as_slice())
+    }
+    fn host_f32_mut<'a>(&self, buf: &'a mut Vec<T>) -> Option<&'a mut [f32]> {
+        (buf as &mut dyn std::any::Any)
+            .downcast_mut::<Vec<f32>>()
+            .map(|v| v.as_mut_slice())
+    }
     fn zeros(&self, n: usize) -> Vec<T> {
         vec![T::ZERO; n]
     }
