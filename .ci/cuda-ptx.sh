@@ -40,7 +40,8 @@ echo "cuda-ptx: NVRTC from $LIB, headers from $INC"
 export LD_LIBRARY_PATH="$LIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export TINYLLAMA_CUDA_INCLUDE="$INC"
 
-cargo build --release --features cuda
+# With `mpi` too: the NCCL and MPI paths compile together (the multi-process tests reuse this build).
+cargo build --release --features cuda,mpi
 ./target/release/tinyllama selftest --compile-only --arch sm_80,sm_90 --cubin
 # The NVRTC-dependent unit tests (the on-disk kernel cache), skipped elsewhere.
 cargo test --release -p tinyllama-cuda --lib nvrtc

@@ -46,6 +46,10 @@ pub struct PretrainArgs {
     /// Demo only: directory for the demo's data and run (default: demo).
     #[arg(long, default_value = "demo")]
     pub demo_dir: PathBuf,
+    /// Tests of the collective timeout: `RANK:STEP` makes that rank stop responding before
+    /// that step.
+    #[arg(long, hide = true)]
+    pub test_hang: Option<String>,
     /// Demo only: optimizer steps (of 8 × 256 tokens).
     #[arg(long, default_value_t = 600)]
     pub demo_steps: u64,
@@ -92,7 +96,15 @@ pub fn run(a: PretrainArgs) -> Result<()> {
     if a.resume {
         cfg.run.resume = true;
     }
-    let s = train(&cfg, &RunOptions::default())?;
+    let mut opts = RunOptions::default();
+    if let Some(h) = &a.test_hang {
+        let (r, s) = h
+            .split_once(':')
+            .and_then(|(r, s)| Some((r.parse().ok()?, s.parse().ok()?)))
+            .ok_or_else(|| anyhow::anyhow!("--test-hang takes RANK:STEP, got {h:?}"))?;
+        opts.hang = Some((r, s));
+    }
+    let s = train(&cfg, &opts)?;
     if s.rank != 0 {
         // Rank 0 reports for the whole job.
         return Ok(());

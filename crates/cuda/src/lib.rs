@@ -17,6 +17,7 @@ pub mod driver;
 pub mod emu;
 pub mod kernels;
 pub mod memory;
+pub mod nccl;
 pub mod nvrtc;
 pub mod selftest;
 pub mod tiling;

@@ -56,24 +56,50 @@ pub fn read_heartbeats(run_dir: &Path) -> Vec<Heartbeat> {
     v
 }
 
-/// Which ranks look failed: no heartbeat at all, or a step behind the furthest rank.
-pub fn suspects(beats: &[Heartbeat], world: usize) -> Vec<String> {
+/// Which ranks look failed: no heartbeat at all, a step behind the furthest rank, or (when
+/// `waiting` lists the ranks known to be blocked in a collective) not blocked with the others.
+pub fn suspects(beats: &[Heartbeat], waiting: &[usize], world: usize) -> Vec<String> {
     let max = beats.iter().map(|h| h.step).max().unwrap_or(0);
     let mut out = Vec::new();
     for r in 0..world {
         match beats.iter().find(|h| h.rank == r) {
             None => out.push(format!("rank {r} (no heartbeat)")),
-            Some(h) if h.step < max => out.push(format!(
-                "rank {r} (pid {} on {}, last finished step {}, {:.0} s ago)",
-                h.pid,
-                h.host,
-                h.step,
-                now_unix() - h.unix_time
-            )),
+            Some(h) if h.step < max || (!waiting.is_empty() && !waiting.contains(&r)) => {
+                out.push(format!(
+                    "rank {r} (pid {} on {}, last finished step {}, {:.0} s ago{})",
+                    h.pid,
+                    h.host,
+                    h.step,
+                    now_unix() - h.unix_time,
+                    if waiting.contains(&r) {
+                        ""
+                    } else {
+                        ", not waiting in the collective"
+                    }
+                ))
+            }
             _ => {}
         }
     }
     out
+}
+
+/// Ranks that left a marker saying they are blocked in a collective (see [`Watched`]).
+pub fn read_waiting(run_dir: &Path) -> Vec<usize> {
+    let mut v: Vec<usize> = std::fs::read_dir(heartbeat_dir(run_dir))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let n = e.file_name().to_string_lossy().into_owned();
+            n.strip_prefix("rank-")?
+                .strip_suffix(".waiting")?
+                .parse()
+                .ok()
+        })
+        .collect();
+    v.sort();
+    v
 }
 
 struct State {
@@ -99,6 +125,10 @@ impl Watched {
             step: 0,
             last_checkpoint: None,
         }));
+        // A marker from an earlier job in this directory would make this rank look blocked.
+        let _ = std::fs::remove_file(
+            heartbeat_dir(run_dir).join(format!("rank-{:05}.waiting", inner.rank())),
+        );
         if let Some(limit) = timeout.filter(|_| inner.world() > 1) {
             let st = state.clone();
             let (rank, world) = (inner.rank(), inner.world());
@@ -110,7 +140,15 @@ impl Watched {
                     let s = st.lock().unwrap();
                     if let Some((op, since)) = s.waiting {
                         if since.elapsed() > limit {
-                            let who = suspects(&read_heartbeats(&dir), world);
+                            drop(s);
+                            // Say that this rank is blocked, give the other blocked ranks a
+                            // moment to say so too, then name the ranks that did not.
+                            let hb = heartbeat_dir(&dir);
+                            let _ = std::fs::create_dir_all(&hb);
+                            let _ = std::fs::write(hb.join(format!("rank-{rank:05}.waiting")), op);
+                            std::thread::sleep((limit / 4).clamp(Duration::from_secs(1), Duration::from_secs(30)));
+                            let s = st.lock().unwrap();
+                            let who = suspects(&read_heartbeats(&dir), &read_waiting(&dir), world);
                             eprintln!(
                                 "rank {rank}: `{op}` during step {} has waited {:.0} s for the other ranks (limit {} s, [dist] timeout_s); {}. \
                                  Ending this rank so the job stops. Last complete checkpoint: {}; continue with `--resume` (on the same or another number of ranks)",
@@ -226,7 +264,7 @@ mod tests {
                 unix_time: now_unix() - 30.0,
             },
         ];
-        let s = suspects(&beats, 3);
+        let s = suspects(&beats, &[], 3);
         assert_eq!(s.len(), 2, "{s:?}");
         assert!(s[0].starts_with("rank 1 (no heartbeat"), "{s:?}");
         assert!(
@@ -256,6 +294,16 @@ mod tests {
         }
         let beats = read_heartbeats(dir.path());
         assert_eq!(beats.iter().map(|h| h.step).collect::<Vec<_>>(), vec![3, 4]);
-        assert_eq!(suspects(&beats, 2).len(), 1);
+        assert_eq!(suspects(&beats, &[], 2).len(), 1);
+        // Both at step 4 (say), rank 0 blocked in the collective, rank 1 not: rank 1 is named.
+        let mut same = beats.clone();
+        same[0].step = 4;
+        let s = suspects(&same, &[0], 2);
+        assert_eq!(s.len(), 1, "{s:?}");
+        assert!(
+            s[0].starts_with("rank 1 (pid") && s[0].contains("not waiting"),
+            "{s:?}"
+        );
+        assert!(suspects(&same, &[0, 1], 2).is_empty());
     }
 }
