@@ -335,6 +335,12 @@ pub fn latest(run_dir: &Path) -> Result<Option<PathBuf>> {
 /// its size and checksum, and `state.json`'s step matches the directory's name.
 pub fn verify(path: &Path) -> Result<()> {
     let mpath = path.join("manifest.json");
+    if !mpath.exists() && path.join("optimizer.json").exists() {
+        bail!(
+            "{} has no manifest.json: its save did not complete, or the manifest was removed",
+            path.display()
+        );
+    }
     if mpath.exists() {
         let m: Manifest = serde_json::from_slice(&std::fs::read(&mpath)?)
             .with_context(|| format!("{} is corrupt", mpath.display()))?;

@@ -443,10 +443,18 @@ fn train_on<B: Backend>(
         },
     };
     st.world_size = world;
-    // A checkpoint is "good" once a finite step has been taken from it (a checkpoint whose
-    // weights turn every loss into NaN is not one to recommend).
-    let mut last_good: Option<PathBuf> = None;
+    // A checkpoint is "good" once finite steps have been taken from it: the one just loaded
+    // becomes good after this process's first finite step; until then the good one is the
+    // verified checkpoint before it, if the steps between the two were finite.
     let loaded_from = resumed.as_ref().map(|r| r.path.clone());
+    let mut last_good: Option<PathBuf> = match &resumed {
+        Some(r) if r.state.consecutive_bad == 0 => checkpoint::list(&run_dir)?
+            .into_iter()
+            .rev()
+            .filter(|p| p < &r.path)
+            .find(|p| checkpoint::verify(p).is_ok()),
+        _ => None,
+    };
     drop(resumed);
 
     if st.step >= total {
@@ -574,8 +582,12 @@ fn train_on<B: Backend>(
         if loss.is_finite() && norm.is_finite() {
             opt.update(&mut model, &grads, lr, norm, coll, &mut comm)?;
             st.consecutive_bad = 0;
-            if last_good.is_none() {
-                last_good = loaded_from.clone();
+            if let Some(p) = loaded_from.as_ref().filter(|_| {
+                last_good
+                    .as_ref()
+                    .is_none_or(|g| g < loaded_from.as_ref().unwrap())
+            }) {
+                last_good = Some(p.clone());
             }
         } else {
             st.skipped_steps += 1;
