@@ -23,6 +23,14 @@ pub struct InfoArgs {
 fn devices() -> Result<()> {
     println!("cpu              {} threads", rayon::current_num_threads());
     println!("cuda             built without CUDA support (rebuild with `cargo build --release --features cuda`)");
+    println!(
+        "MPI              {}",
+        if cfg!(feature = "mpi") {
+            "built in (`mpirun -np N tinyllama pretrain …`)"
+        } else {
+            "not built in (rebuild with `--features mpi` for several processes)"
+        }
+    );
     Ok(())
 }
 
@@ -66,6 +74,20 @@ fn devices() -> Result<()> {
     if let Ok(nv) = tinyllama_cuda::nvrtc::Nvrtc::load() {
         println!("  NVRTC version {}.{}", nv.version.0, nv.version.1);
     }
+    if libs.nccl.is_some() {
+        match tinyllama_cuda::nccl::Nccl::load(None) {
+            Ok(n) => println!("  NCCL version {} (multi-GPU data parallel)", n.version),
+            Err(e) => println!("  NCCL found but not usable: {e:#}"),
+        }
+    }
+    println!(
+        "MPI              {}",
+        if cfg!(feature = "mpi") {
+            "built in (`mpirun -np N tinyllama pretrain …`)"
+        } else {
+            "not built in (rebuild with `--features mpi` for several processes)"
+        }
+    );
     println!("kernel cache     {}", tinyllama_cuda::cache_dir().display());
     match tinyllama_cuda::driver::list_devices() {
         Ok(devs) if devs.is_empty() => println!("GPUs             none visible"),

@@ -61,6 +61,21 @@ pub struct PlanArgs {
     /// Sequences per GPU per step (default: 1).
     #[arg(long, value_name = "B", default_value = "1", value_parser = count, allow_negative_numbers = true, hide_default_value = true)]
     pub micro_batch: u64,
+    /// Sequences per optimizer step over all GPUs, for the communication section's step time
+    /// (default: none).
+    #[arg(long, value_name = "B", value_parser = count, allow_negative_numbers = true)]
+    pub global_batch: Option<u64>,
+    /// Intra-node bandwidth per GPU in GB/s, one direction (default: the catalogue's NVLink or
+    /// PCIe figure).
+    #[arg(long, value_name = "GBS", allow_negative_numbers = true)]
+    pub link_gbs: Option<f64>,
+    /// Inter-node bandwidth per GPU in GB/s (default: one InfiniBand NIC per GPU: 25 for A100,
+    /// 50 for H100/H200).
+    #[arg(long, value_name = "GBS", allow_negative_numbers = true)]
+    pub network_gbs: Option<f64>,
+    /// GPUs per node (default: 8).
+    #[arg(long, value_name = "N", value_parser = count, allow_negative_numbers = true)]
+    pub gpus_per_node: Option<u64>,
     /// ZeRO stage: 0 plain data parallel, 1 shards optimizer state, 2 also gradients, 3 (FSDP)
     /// also weights (default: 0).
     #[arg(long, value_name = "Z", default_value_t = 0, hide_default_value = true)]
@@ -126,6 +141,10 @@ pub fn run(a: PlanArgs) -> Result<()> {
         seq_len: a.seq_len.map(|s| s as usize),
         micro_batch: a.micro_batch,
         zero_stage: a.zero_stage,
+        global_batch: a.global_batch,
+        link_gbs: a.link_gbs,
+        network_gbs: a.network_gbs,
+        gpus_per_node: a.gpus_per_node,
         recompute: a.recompute,
         grad_dtype: GradDtype::parse(&a.grad_dtype)?,
         loss_chunk: a.loss_chunk,

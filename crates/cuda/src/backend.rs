@@ -58,6 +58,16 @@ pub struct CudaBuf {
 }
 
 impl CudaBuf {
+    /// The device address of an f32 buffer (what NCCL is handed); `None` for bf16 storage.
+    pub fn f32_ptr(&self) -> Option<u64> {
+        (self.dtype == DType::F32).then_some(self.mem.ptr)
+    }
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
     pub fn dtype(&self) -> DType {
         self.dtype
     }

@@ -104,6 +104,16 @@ pub trait Device: Send + Sync {
     fn mem_info(&self) -> Option<(u64, u64)>;
     /// Allocation accounting shared by the implementations.
     fn stats(&self) -> &AllocStats;
+    /// Runs `f` with the device's context current and its stream (`CUstream`) as argument,
+    /// holding the device's lock, so a library outside the backend (NCCL) can queue work in
+    /// order with the backend's own. `None` where there is no real stream (the emulator).
+    fn on_stream(
+        &self,
+        f: &mut dyn FnMut(u64) -> anyhow::Result<()>,
+    ) -> Option<anyhow::Result<()>> {
+        let _ = f;
+        None
+    }
 }
 
 /// Bytes currently allocated through a [`Device`] and the high-water mark.

@@ -461,6 +461,14 @@ impl Device for GpuDevice {
         self.name.clone()
     }
 
+    fn on_stream(
+        &self,
+        f: &mut dyn FnMut(u64) -> anyhow::Result<()>,
+    ) -> Option<anyhow::Result<()>> {
+        let h = self.lock();
+        Some(f(h.stream as u64))
+    }
+
     fn alloc(&self, bytes: usize) -> u64 {
         let _h = self.lock();
         let mut p = 0;

@@ -368,3 +368,247 @@ mod tests {
         assert!(e.contains("cannot load /nonexistent/libnccl.so.2"), "{e}");
     }
 }
+
+/// NCCL as the job's collective: the gradient and parameter exchanges on device buffers
+/// ([`tinyllama_dist::DeviceCollective`]), and the small host values of a step (target counts,
+/// losses, norms, checkpoint bookkeeping) staged through device memory
+/// ([`tinyllama_dist::Collective`]), so a GPU job can also run without MPI.
+pub struct NcclCollective {
+    comm: NcclComm<'static>,
+    dev: std::sync::Arc<dyn crate::device::Device>,
+    version: String,
+}
+
+// SAFETY: the communicator is used only under the device's lock (`Device::on_stream`), which
+// serialises every call, as NCCL requires for one communicator.
+unsafe impl Send for NcclCollective {}
+unsafe impl Sync for NcclCollective {}
+
+/// Where the unique id comes from.
+pub enum IdExchange<'a> {
+    /// Broadcast from rank 0 over an existing host collective (MPI).
+    Host(&'a dyn tinyllama_dist::Collective),
+    /// Through `rendezvous/<key>` in the run directory (no MPI).
+    File {
+        run_dir: &'a Path,
+        key: String,
+        timeout: std::time::Duration,
+    },
+}
+
+impl NcclCollective {
+    pub fn open(
+        dev: std::sync::Arc<dyn crate::device::Device>,
+        rank: usize,
+        world: usize,
+        ids: IdExchange,
+    ) -> Result<Self> {
+        let nccl: &'static Nccl = Box::leak(Box::new(Nccl::load(None)?));
+        let mut id = UniqueId { internal: [0; 128] };
+        if rank == 0 {
+            id = nccl.unique_id()?;
+        }
+        match ids {
+            IdExchange::Host(c) => c.broadcast_bytes(&mut id.internal, 0)?,
+            IdExchange::File {
+                run_dir,
+                key,
+                timeout,
+            } => {
+                let hex = id.to_hex();
+                let got = tinyllama_dist::rendezvous::share_via_file(
+                    run_dir,
+                    &format!("nccl-{key}"),
+                    (rank == 0).then_some(hex.as_bytes()),
+                    timeout,
+                )?;
+                id = UniqueId::from_hex(&String::from_utf8_lossy(&got))?;
+            }
+        }
+        let mut comm = None;
+        dev.on_stream(&mut |_| {
+            comm = Some(NcclComm::init_rank(nccl, id, rank, world)?);
+            Ok(())
+        })
+        .context("NCCL needs a GPU (the kernel emulator has no streams)")??;
+        Ok(NcclCollective {
+            comm: comm.expect("set by the closure"),
+            dev,
+            version: nccl.version.clone(),
+        })
+    }
+
+    /// Copies `bytes` to a device scratch buffer, runs `op(ptr, stream)` on the device's
+    /// stream, and copies `out_len` bytes back (the copy back waits for the stream).
+    fn staged(
+        &self,
+        bytes: &[u8],
+        out_len: usize,
+        op: &mut dyn FnMut(u64, u64) -> Result<()>,
+    ) -> Result<Vec<u8>> {
+        let size = bytes.len().max(out_len).max(1);
+        let ptr = self.dev.alloc(size);
+        self.dev.htod(ptr, bytes);
+        let r = self
+            .dev
+            .on_stream(&mut |stream| op(ptr, stream))
+            .expect("a real device");
+        let mut out = vec![0u8; out_len];
+        if r.is_ok() {
+            self.dev.dtoh(&mut out, ptr);
+        }
+        self.dev.free(ptr, size);
+        r.map(|_| out)
+    }
+}
+
+fn bytes_of<T: Copy>(x: &[T]) -> Vec<u8> {
+    // SAFETY: plain numbers viewed as bytes.
+    unsafe {
+        std::slice::from_raw_parts(x.as_ptr() as *const u8, std::mem::size_of_val(x)).to_vec()
+    }
+}
+
+fn fill_from<T: Copy>(dst: &mut [T], b: &[u8]) {
+    // SAFETY: `b` holds exactly `dst`'s bytes.
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            b.as_ptr(),
+            dst.as_mut_ptr() as *mut u8,
+            std::mem::size_of_val(dst),
+        )
+    }
+}
+
+fn red(op: tinyllama_dist::ReduceOp) -> RedOp {
+    match op {
+        tinyllama_dist::ReduceOp::Sum => RedOp::Sum,
+        tinyllama_dist::ReduceOp::Max => RedOp::Max,
+    }
+}
+
+impl tinyllama_dist::Collective for NcclCollective {
+    fn rank(&self) -> usize {
+        self.comm.rank
+    }
+    fn world(&self) -> usize {
+        self.comm.world
+    }
+    fn name(&self) -> String {
+        format!("NCCL {}", self.version)
+    }
+    fn all_reduce_f32(&self, buf: &mut [f32], op: tinyllama_dist::ReduceOp) -> Result<()> {
+        let n = buf.len();
+        let out = self.staged(&bytes_of(buf), 4 * n, &mut |p, s| unsafe {
+            self.comm.all_reduce(p, p, n, DataType::Float32, red(op), s)
+        })?;
+        fill_from(buf, &out);
+        Ok(())
+    }
+    fn all_reduce_f64(&self, buf: &mut [f64], op: tinyllama_dist::ReduceOp) -> Result<()> {
+        let n = buf.len();
+        let out = self.staged(&bytes_of(buf), 8 * n, &mut |p, s| unsafe {
+            self.comm.all_reduce(p, p, n, DataType::Float64, red(op), s)
+        })?;
+        fill_from(buf, &out);
+        Ok(())
+    }
+    fn reduce_scatter_f32(&self, send: &[f32], recv: &mut [f32]) -> Result<()> {
+        let n = recv.len();
+        // Result in place at the front of the scratch buffer: NCCL allows recv = send + rank·n.
+        let out = self.staged(&bytes_of(send), 4 * send.len(), &mut |p, s| unsafe {
+            self.comm.reduce_scatter(
+                p,
+                p + (4 * n * self.comm.rank) as u64,
+                n,
+                DataType::Float32,
+                s,
+            )
+        })?;
+        let at = 4 * n * self.comm.rank;
+        fill_from(recv, &out[at..at + 4 * n]);
+        Ok(())
+    }
+    fn all_gather_f32(&self, send: &[f32], recv: &mut [f32]) -> Result<()> {
+        let n = send.len();
+        let mut full = vec![0u8; 4 * recv.len()];
+        full[4 * n * self.comm.rank..4 * n * (self.comm.rank + 1)].copy_from_slice(&bytes_of(send));
+        let out = self.staged(&full, full.len(), &mut |p, s| unsafe {
+            self.comm.all_gather(
+                p + (4 * n * self.comm.rank) as u64,
+                p,
+                n,
+                DataType::Float32,
+                s,
+            )
+        })?;
+        fill_from(recv, &out);
+        Ok(())
+    }
+    fn broadcast_bytes(&self, buf: &mut [u8], root: usize) -> Result<()> {
+        let n = buf.len();
+        let out = self.staged(buf, n, &mut |p, s| unsafe {
+            self.comm.broadcast(p, p, n, DataType::Uint8, root, s)
+        })?;
+        buf.copy_from_slice(&out);
+        Ok(())
+    }
+    fn barrier(&self) -> Result<()> {
+        self.all_reduce_f32(&mut [0.0], tinyllama_dist::ReduceOp::Sum)
+    }
+}
+
+impl tinyllama_dist::DeviceCollective for NcclCollective {
+    fn name(&self) -> String {
+        format!("NCCL {}", self.version)
+    }
+    fn reduce_scatter_f32(
+        &self,
+        _backend: &dyn std::any::Any,
+        send: &dyn std::any::Any,
+        recv: &mut dyn std::any::Any,
+    ) -> Result<bool> {
+        let (Some(s), Some(r)) = (
+            send.downcast_ref::<crate::CudaBuf>(),
+            recv.downcast_ref::<crate::CudaBuf>(),
+        ) else {
+            return Ok(false);
+        };
+        let (Some(sp), Some(rp)) = (s.f32_ptr(), r.f32_ptr()) else {
+            return Ok(false);
+        };
+        let n = r.len();
+        assert_eq!(s.len(), n * self.comm.world);
+        self.dev
+            .on_stream(&mut |stream| unsafe {
+                self.comm
+                    .reduce_scatter(sp, rp, n, DataType::Float32, stream)
+            })
+            .map(|r| r.map(|_| true))
+            .unwrap_or(Ok(false))
+    }
+    fn all_gather_f32(
+        &self,
+        _backend: &dyn std::any::Any,
+        send: &dyn std::any::Any,
+        recv: &mut dyn std::any::Any,
+    ) -> Result<bool> {
+        let (Some(s), Some(r)) = (
+            send.downcast_ref::<crate::CudaBuf>(),
+            recv.downcast_ref::<crate::CudaBuf>(),
+        ) else {
+            return Ok(false);
+        };
+        let (Some(sp), Some(rp)) = (s.f32_ptr(), r.f32_ptr()) else {
+            return Ok(false);
+        };
+        let n = s.len();
+        assert_eq!(r.len(), n * self.comm.world);
+        self.dev
+            .on_stream(&mut |stream| unsafe {
+                self.comm.all_gather(sp, rp, n, DataType::Float32, stream)
+            })
+            .map(|r| r.map(|_| true))
+            .unwrap_or(Ok(false))
+    }
+}

@@ -97,6 +97,38 @@ pub trait Collective: Send + Sync {
     }
 }
 
+/// A shared collective is a collective (the CUDA job without MPI uses one NCCL communicator for
+/// its host values and its device buffers).
+impl<T: Collective + ?Sized> Collective for std::sync::Arc<T> {
+    fn rank(&self) -> usize {
+        (**self).rank()
+    }
+    fn world(&self) -> usize {
+        (**self).world()
+    }
+    fn name(&self) -> String {
+        (**self).name()
+    }
+    fn all_reduce_f32(&self, buf: &mut [f32], op: ReduceOp) -> Result<()> {
+        (**self).all_reduce_f32(buf, op)
+    }
+    fn all_reduce_f64(&self, buf: &mut [f64], op: ReduceOp) -> Result<()> {
+        (**self).all_reduce_f64(buf, op)
+    }
+    fn reduce_scatter_f32(&self, send: &[f32], recv: &mut [f32]) -> Result<()> {
+        (**self).reduce_scatter_f32(send, recv)
+    }
+    fn all_gather_f32(&self, send: &[f32], recv: &mut [f32]) -> Result<()> {
+        (**self).all_gather_f32(send, recv)
+    }
+    fn broadcast_bytes(&self, buf: &mut [u8], root: usize) -> Result<()> {
+        (**self).broadcast_bytes(buf, root)
+    }
+    fn barrier(&self) -> Result<()> {
+        (**self).barrier()
+    }
+}
+
 /// One process: every operation leaves the data as it is (or copies it).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct SingleProcess;
@@ -131,4 +163,28 @@ impl Collective for SingleProcess {
     fn barrier(&self) -> Result<()> {
         Ok(())
     }
+}
+
+/// Collectives on a backend's own buffers (GPU memory), for the two large transfers of a step:
+/// the gradient reduce-scatter and the parameter all-gather. The buffers arrive type-erased
+/// (the training loop is generic over backends); an implementation returns `Ok(false)` for
+/// buffers it does not handle, and the caller then stages them through host memory and the
+/// host [`Collective`]. The CUDA crate implements it with NCCL.
+pub trait DeviceCollective: Send + Sync {
+    fn name(&self) -> String;
+    /// `send` holds `world × count` f32 values, `recv` `count`: rank `r` receives the sum over
+    /// ranks of block `r`.
+    fn reduce_scatter_f32(
+        &self,
+        backend: &dyn std::any::Any,
+        send: &dyn std::any::Any,
+        recv: &mut dyn std::any::Any,
+    ) -> Result<bool>;
+    /// `send` holds `count` f32 values, `recv` `world × count`.
+    fn all_gather_f32(
+        &self,
+        backend: &dyn std::any::Any,
+        send: &dyn std::any::Any,
+        recv: &mut dyn std::any::Any,
+    ) -> Result<bool>;
 }

@@ -22,6 +22,6 @@ pub mod rendezvous;
 pub mod shard;
 pub mod watchdog;
 
-pub use collective::{Collective, ReduceOp, SingleProcess};
+pub use collective::{Collective, DeviceCollective, ReduceOp, SingleProcess};
 pub use launch::{open, LaunchInfo};
 pub use shard::{Segment, ShardLayout};

@@ -14,6 +14,7 @@
 //!   with the Chinchilla optimum.
 
 pub mod chinchilla;
+pub mod comm;
 pub mod compute;
 pub mod gpus;
 pub mod memory;
@@ -84,6 +85,16 @@ pub struct PlanRequest {
     /// Tokens per fused-loss chunk; `None`: the whole micro-batch.
     pub loss_chunk: Option<u64>,
     pub tokens_per_param: f64,
+    /// Sequences per optimizer step over all GPUs (for the communication section's step time).
+    #[serde(default)]
+    pub global_batch: Option<u64>,
+    /// Overrides of the catalogue's nominal link speeds (GB/s per GPU, one direction).
+    #[serde(default)]
+    pub link_gbs: Option<f64>,
+    #[serde(default)]
+    pub network_gbs: Option<f64>,
+    #[serde(default)]
+    pub gpus_per_node: Option<u64>,
 }
 
 impl Default for PlanRequest {
@@ -106,6 +117,10 @@ impl Default for PlanRequest {
             grad_dtype: GradDtype::Bf16,
             loss_chunk: None,
             tokens_per_param: chinchilla::RULE_TOKENS_PER_PARAM,
+            global_batch: None,
+            link_gbs: None,
+            network_gbs: None,
+            gpus_per_node: None,
         }
     }
 }
@@ -154,6 +169,9 @@ pub struct Plan {
     pub chinchilla: Option<Chinchilla>,
     pub training: Option<Training>,
     pub memory: Option<Memory>,
+    /// Data-parallel communication per step (several GPUs of a known type).
+    #[serde(default)]
+    pub comm: Option<comm::CommCost>,
     pub notes: Vec<String>,
 }
 
@@ -522,6 +540,37 @@ pub fn plan(req: &PlanRequest) -> Result<Plan> {
         }
     }
 
+    // Communication of data parallelism (ZeRO-1 moves what one all-reduce moves).
+    let comm = match (params, req.gpus, &gpu) {
+        (Some(n), Some(g), Some(gp)) if g > 1 => {
+            let mut ic = comm::interconnect_for(&gp.name);
+            if let Some(v) = req.link_gbs {
+                ic.link_gbs = v;
+            }
+            if let Some(v) = req.network_gbs {
+                ic.network_gbs = v;
+            }
+            if let Some(v) = req.gpus_per_node {
+                ic.gpus_per_node = v.max(1);
+            }
+            let step_tokens = req
+                .global_batch
+                .map(|b| (b * seq_len as u64) as f64 / g as f64);
+            if step_tokens.is_none() {
+                notes.push("Pass --global-batch (sequences per step over all GPUs) for the step time with and without overlapping communication.".into());
+            }
+            Some(comm::zero1_step(
+                n,
+                req.grad_dtype.bytes(),
+                g,
+                ic,
+                step_tokens,
+                tps,
+                config.as_ref().map(|c| c.n_layers),
+            ))
+        }
+        _ => None,
+    };
     Ok(Plan {
         request: req.clone(),
         model,
@@ -531,6 +580,7 @@ pub fn plan(req: &PlanRequest) -> Result<Plan> {
         chinchilla,
         training,
         memory,
+        comm,
         notes,
     })
 }

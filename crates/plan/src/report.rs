@@ -305,6 +305,44 @@ pub fn render(p: &Plan) -> String {
         }
     }
 
+    if let Some(c) = &p.comm {
+        let _ = writeln!(
+            w,
+            "\nCommunication (data parallel, ZeRO-1: reduce-scatter + all-gather per step)"
+        );
+        let _ = writeln!(
+            w,
+            "  {:<18}{} GPUs on {} node{} · link {} GB/s, network {} GB/s per GPU",
+            "set-up",
+            c.gpus,
+            c.nodes,
+            if c.nodes == 1 { "" } else { "s" },
+            c.interconnect.link_gbs,
+            c.interconnect.network_gbs
+        );
+        let _ = writeln!(
+            w,
+            "  {:<18}{} per GPU per step, bound by the {} ({} GB/s): {:.3} s",
+            "traffic",
+            bytes(c.bytes_per_gpu),
+            c.bottleneck,
+            c.bottleneck_gbs,
+            c.comm_s
+        );
+        if let (Some(cs), Some(a), Some(b)) = (c.compute_s, c.step_no_overlap_s, c.step_overlap_s) {
+            let _ = writeln!(w, "  {:<18}{:.3} s compute per step", "step", cs);
+            let _ = writeln!(
+                w,
+                "  {:<18}{:.3} s ({} tokens/s/GPU) without overlap, {:.3} s ({} tokens/s/GPU) with it",
+                "",
+                a,
+                thousands(c.tokens_per_sec_per_gpu_no_overlap.unwrap_or(0.0)),
+                b,
+                thousands(c.tokens_per_sec_per_gpu_overlap.unwrap_or(0.0))
+            );
+        }
+    }
+
     if let Some(m) = &p.memory {
         let zero = match m.zero_stage {
             0 => "no sharding (DDP)".to_string(),

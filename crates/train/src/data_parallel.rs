@@ -14,13 +14,14 @@
 //! - **One rank**: the optimizer of a single process, untouched.
 //!
 //! Buffers that the backend keeps in host memory (the CPU backend) go to the collective in
-//! place; device buffers are staged through host memory here (the CUDA backend with NCCL moves
-//! them on the device instead).
+//! place; device buffers go through a [`DeviceCollective`] when one is given (NCCL for the CUDA
+//! backend) and are otherwise staged through host memory.
 
 use crate::optimizer::{AdamW, AdamWConfig};
 use anyhow::Result;
+use std::any::Any;
 use std::time::Instant;
-use tinyllama_dist::{Collective, ReduceOp, Segment, ShardLayout};
+use tinyllama_dist::{Collective, DeviceCollective, ReduceOp, Segment, ShardLayout};
 use tinyllama_engine::{Backend, BufKind, Llama};
 
 /// One piece of a rank's shard and its optimizer state.
@@ -71,7 +72,10 @@ fn numel<B: Backend>(model: &Llama<B>) -> Vec<usize> {
     model.specs.iter().map(|s| s.numel()).collect()
 }
 
-impl<B: Backend> Optimizer<B> {
+impl<B: Backend + 'static> Optimizer<B>
+where
+    B::Buf: 'static,
+{
     /// The optimizer for this rank: ZeRO-1 when `zero` and there are several ranks.
     pub fn new(model: &Llama<B>, cfg: AdamWConfig, rank: usize, world: usize, zero: bool) -> Self {
         if world == 1 || !zero {
@@ -173,6 +177,7 @@ impl<B: Backend> Optimizer<B> {
         model: &Llama<B>,
         grads: &mut [B::Buf],
         coll: &dyn Collective,
+        device: Option<&dyn DeviceCollective>,
         stats: &mut CommStats,
     ) -> Result<f64> {
         let be = &model.backend;
@@ -202,17 +207,27 @@ impl<B: Backend> Optimizer<B> {
                 }
                 let t0 = Instant::now();
                 stats.bytes += 4 * state.layout.padded() as u64;
-                let staged = stage_in(be, &state.gflat);
-                let send: &[f32] = match &staged {
-                    Some(h) => h,
-                    None => be.host_f32(&state.gflat).unwrap(),
+                let on_device = match device {
+                    Some(d) => d.reduce_scatter_f32(
+                        be as &dyn Any,
+                        &state.gflat as &dyn Any,
+                        &mut state.gshard as &mut dyn Any,
+                    )?,
+                    None => false,
                 };
-                match be.host_f32_mut(&mut state.gshard) {
-                    Some(out) => coll.reduce_scatter_f32(send, out)?,
-                    None => {
-                        let mut out = vec![0f32; state.layout.shard_len()];
-                        coll.reduce_scatter_f32(send, &mut out)?;
-                        be.write(&mut state.gshard, 0, &out);
+                if !on_device {
+                    let staged = stage_in(be, &state.gflat);
+                    let send: &[f32] = match &staged {
+                        Some(h) => h,
+                        None => be.host_f32(&state.gflat).unwrap(),
+                    };
+                    match be.host_f32_mut(&mut state.gshard) {
+                        Some(out) => coll.reduce_scatter_f32(send, out)?,
+                        None => {
+                            let mut out = vec![0f32; state.layout.shard_len()];
+                            coll.reduce_scatter_f32(send, &mut out)?;
+                            be.write(&mut state.gshard, 0, &out);
+                        }
                     }
                 }
                 let mut sq = [be.sum_squares(&state.gshard)];
@@ -232,6 +247,7 @@ impl<B: Backend> Optimizer<B> {
         lr: f64,
         grad_norm: f64,
         coll: &dyn Collective,
+        device: Option<&dyn DeviceCollective>,
         stats: &mut CommStats,
     ) -> Result<()> {
         match self {
@@ -282,17 +298,27 @@ impl<B: Backend> Optimizer<B> {
                 }
                 let t0 = Instant::now();
                 stats.bytes += 4 * state.layout.padded() as u64;
-                let staged = stage_in(be, &state.pshard);
-                let send: &[f32] = match &staged {
-                    Some(h) => h,
-                    None => be.host_f32(&state.pshard).unwrap(),
+                let on_device = match device {
+                    Some(d) => d.all_gather_f32(
+                        be as &dyn Any,
+                        &state.pshard as &dyn Any,
+                        &mut state.pflat as &mut dyn Any,
+                    )?,
+                    None => false,
                 };
-                match be.host_f32_mut(&mut state.pflat) {
-                    Some(out) => coll.all_gather_f32(send, out)?,
-                    None => {
-                        let mut out = vec![0f32; state.layout.padded()];
-                        coll.all_gather_f32(send, &mut out)?;
-                        be.write(&mut state.pflat, 0, &out);
+                if !on_device {
+                    let staged = stage_in(be, &state.pshard);
+                    let send: &[f32] = match &staged {
+                        Some(h) => h,
+                        None => be.host_f32(&state.pshard).unwrap(),
+                    };
+                    match be.host_f32_mut(&mut state.pflat) {
+                        Some(out) => coll.all_gather_f32(send, out)?,
+                        None => {
+                            let mut out = vec![0f32; state.layout.padded()];
+                            coll.all_gather_f32(send, &mut out)?;
+                            be.write(&mut state.pflat, 0, &out);
+                        }
                     }
                 }
                 stats.seconds += t0.elapsed().as_secs_f64();

@@ -68,8 +68,62 @@ pub struct RunSummary {
 /// launched into (a single process when no launcher started several; see [`tinyllama_dist`]).
 pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<RunSummary> {
     cfg.validate()?;
+    #[cfg(all(feature = "cuda", not(feature = "mpi")))]
+    if cfg.run.device.starts_with("cuda") {
+        if let Some(info) = LaunchInfo::detect()?.filter(|i| i.world > 1) {
+            return train_cuda_without_mpi(cfg, opts, &info);
+        }
+    }
     let coll = tinyllama_dist::open()?;
     train_in(cfg, opts, coll)
+}
+
+/// A GPU job started without MPI (torchrun-style variables, or srun without an MPI library):
+/// NCCL carries everything, its unique id shared through a file in the run directory.
+#[cfg(all(feature = "cuda", not(feature = "mpi")))]
+fn train_cuda_without_mpi(
+    cfg: &RunConfig,
+    opts: &RunOptions,
+    info: &LaunchInfo,
+) -> Result<RunSummary> {
+    use std::sync::Arc;
+    use tinyllama_cuda::nccl::{IdExchange, NcclCollective};
+    if cfg.run.precision != "bf16" {
+        bail!("[run]: CUDA trains in bf16 mixed precision; set precision = \"bf16\"");
+    }
+    let dev = cfg.run.device.as_str();
+    let ordinal = match tinyllama_cuda::parse_device(dev)? {
+        Some(_) if dev == "cuda" => info.local_rank,
+        Some(o) => o,
+        None => bail!("device `{dev}`: the kernel emulator cannot join a job of several ranks"),
+    };
+    let backend = tinyllama_cuda::gpu_backend(ordinal)
+        .with_context(|| format!("cannot use device `{dev}` (GPU {ordinal})"))?;
+    let key = tinyllama_dist::rendezvous::job_key(|k| std::env::var(k).ok());
+    let nccl = Arc::new(
+        NcclCollective::open(
+            backend.device().clone(),
+            info.rank,
+            info.world,
+            IdExchange::File {
+                run_dir: &cfg.run.out_dir,
+                key,
+                timeout: Duration::from_secs(cfg.dist.timeout_s.max(60)),
+            },
+        )
+        .with_context(|| {
+            format!(
+                "rank {} of {} ({}): setting up NCCL",
+                info.rank, info.world, info.launcher
+            )
+        })?,
+    );
+    let quiet = RunOptions {
+        quiet: opts.quiet || info.rank != 0,
+        ..opts.clone()
+    };
+    let device: Arc<dyn tinyllama_dist::DeviceCollective> = nccl.clone();
+    train_on(backend, cfg, &quiet, Box::new(nccl), Some(device))
 }
 
 /// [`train`] as one rank of `coll` (tests pass an in-process group).
@@ -94,7 +148,7 @@ pub fn train_in(
                 "note: this CPU has no AMX tiles, so bf16 products are emulated and slower than f32; precision = \"f32\" is the faster choice here",
             );
         }
-        return train_on(backend, cfg, opts, coll);
+        return train_on(backend, cfg, opts, coll, None);
     }
     if dev.starts_with("cuda") {
         #[cfg(feature = "cuda")]
@@ -120,7 +174,28 @@ pub fn train_in(
                 }
                 None => tinyllama_cuda::emulator_backend()?,
             };
-            return train_on(backend, cfg, opts, coll);
+            // Gradients and parameters move GPU to GPU through NCCL; its unique id travels
+            // over the host collective (MPI).
+            let device: Option<std::sync::Arc<dyn tinyllama_dist::DeviceCollective>> = if coll
+                .world()
+                > 1
+            {
+                match tinyllama_cuda::nccl::NcclCollective::open(
+                    backend.device().clone(),
+                    coll.rank(),
+                    coll.world(),
+                    tinyllama_cuda::nccl::IdExchange::Host(&*coll),
+                ) {
+                    Ok(n) => Some(std::sync::Arc::new(n)),
+                    Err(e) => {
+                        say(opts, format!("warning: NCCL unavailable ({e:#}); gradients go through host memory and {}", coll.name()));
+                        None
+                    }
+                }
+            } else {
+                None
+            };
+            return train_on(backend, cfg, opts, coll, device);
         }
         #[cfg(not(feature = "cuda"))]
         bail!(
@@ -300,12 +375,17 @@ fn find_resume(
     }))
 }
 
-fn train_on<B: Backend>(
+fn train_on<B: Backend + 'static>(
     backend: B,
     cfg: &RunConfig,
     opts: &RunOptions,
     coll: Box<dyn Collective>,
-) -> Result<RunSummary> {
+    device: Option<std::sync::Arc<dyn tinyllama_dist::DeviceCollective>>,
+) -> Result<RunSummary>
+where
+    B::Buf: 'static,
+{
+    let device = device.as_deref();
     let run_dir = cfg.run.out_dir.clone();
     let (rank, world) = (coll.rank(), coll.world());
     let timeout = (cfg.dist.timeout_s > 0).then(|| Duration::from_secs(cfg.dist.timeout_s));
@@ -522,8 +602,11 @@ fn train_on<B: Backend>(
         say(
             opts,
             format!(
-                "data parallel over {} · {} · optimizer state per rank: {:.1} MB of {:.1} MB",
+                "data parallel over {}{} · {} · optimizer state per rank: {:.1} MB of {:.1} MB",
                 coll.name(),
+                device
+                    .map(|d| format!(" (device buffers over {})", d.name()))
+                    .unwrap_or_default(),
                 if matches!(opt, Optimizer::Zero1 { .. }) {
                     "ZeRO-1 (sharded moments)"
                 } else {
@@ -577,10 +660,10 @@ fn train_on<B: Backend>(
         if opts.inject_nan_at.contains(&step) {
             loss = f64::NAN;
         }
-        let norm = opt.exchange(&model, &mut grads, coll, &mut comm)?;
+        let norm = opt.exchange(&model, &mut grads, coll, device, &mut comm)?;
         let lr = schedule.lr_at(step);
         if loss.is_finite() && norm.is_finite() {
-            opt.update(&mut model, &grads, lr, norm, coll, &mut comm)?;
+            opt.update(&mut model, &grads, lr, norm, coll, device, &mut comm)?;
             st.consecutive_bad = 0;
             if let Some(p) = loaded_from.as_ref().filter(|_| {
                 last_good

@@ -274,7 +274,7 @@ fn masked_targets_weigh_every_token_equally_however_the_batch_is_split() {
         let mut grads = model.zero_grads();
         let loss = accumulate_step(&model, &mut acts, &mut grads, &batches, coll).unwrap();
         let mut opt = Optimizer::new(&model, Default::default(), coll.rank(), coll.world(), false);
-        opt.exchange(&model, &mut grads, coll, &mut CommStats::default())
+        opt.exchange(&model, &mut grads, coll, None, &mut CommStats::default())
             .unwrap();
         (loss, grads)
     };
@@ -302,7 +302,7 @@ fn masked_targets_weigh_every_token_equally_however_the_batch_is_split() {
                 let mut grads = model.zero_grads();
                 let loss = accumulate_step(&model, &mut acts, &mut grads, &[b], &g).unwrap();
                 let mut opt = Optimizer::new(&model, Default::default(), g.rank(), 2, false);
-                opt.exchange(&model, &mut grads, &g, &mut CommStats::default())
+                opt.exchange(&model, &mut grads, &g, None, &mut CommStats::default())
                     .unwrap();
                 (loss, grads)
             })
