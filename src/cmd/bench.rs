@@ -372,6 +372,51 @@ pub fn run(c: BenchCommand) -> Result<()> {
         BenchCommand::Train(a) => {
             let cfg = presets::get(&a.preset)?;
             let seq = a.seq.unwrap_or(cfg.max_seq_len);
+            // Started as one of several ranks (mpirun): the data-parallel step of the job.
+            let coll = tinyllama_dist::open()?;
+            if coll.world() > 1 {
+                if a.device != "cpu" {
+                    bail!("bench train under a launcher measures CPU ranks; use `pretrain` for GPU jobs");
+                }
+                let precision = a.precision.clone().unwrap_or_else(|| "f32".into());
+                let r = tinyllama_train::bench::bench_train_ranks(
+                    &cfg, a.batch, seq, a.warmup, a.steps, &precision, &*coll,
+                )?;
+                if coll.rank() == 0 {
+                    if a.json {
+                        println!("{}", serde_json::to_string(&r)?);
+                    } else {
+                        println!(
+                            "{} ({} params), {} ranks × micro-batch {} × {}, {} thread(s) per rank, over {}",
+                            a.preset,
+                            cfg.num_params(),
+                            r.ranks,
+                            r.batch_per_rank,
+                            seq,
+                            r.threads_per_rank,
+                            r.collective
+                        );
+                        println!(
+                            "full ZeRO-1 step   {:>10.0} tokens/s for the job ({:.1} ms per step)",
+                            r.job_tok_s,
+                            r.step_s * 1e3
+                        );
+                        println!(
+                            "collectives        {:>10.1} ms per step ({:.1}% of it), {:.1} MB per rank per step",
+                            r.comm_s * 1e3,
+                            100.0 * r.comm_s / r.step_s,
+                            r.comm_bytes as f64 / 1e6
+                        );
+                        println!(
+                            "optimizer moments  {:>10} per rank of {} ({:.0}%)",
+                            r.moments_per_rank,
+                            r.moments_total,
+                            100.0 * r.moments_per_rank as f64 / r.moments_total as f64
+                        );
+                    }
+                }
+                return Ok(());
+            }
             let precision = a
                 .precision
                 .clone()

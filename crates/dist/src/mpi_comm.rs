@@ -34,6 +34,9 @@ impl MpiCollective {
             .lines()
             .next()
             .unwrap_or("")
+            .split(',')
+            .next()
+            .unwrap_or("")
             .trim()
             .to_string();
         Ok(MpiCollective {

@@ -165,3 +165,89 @@ pub fn profile_train(
         .map(|(k, s, c)| (k, s / n, (c as f64 / n).round() as u64))
         .collect())
 }
+
+/// The data-parallel step as each rank of `coll` runs it: forward and backward on the rank's own
+/// random micro-batch, the ZeRO-1 exchange (reduce-scatter, norm all-reduce), AdamW on the
+/// shard and the all-gather. Run under a launcher (`mpirun -np 2 tinyllama --threads 1 bench
+/// train`); every rank must call it.
+#[derive(Clone, Debug, Serialize)]
+pub struct RanksBench {
+    pub ranks: usize,
+    pub collective: String,
+    pub batch_per_rank: usize,
+    pub seq: usize,
+    pub threads_per_rank: usize,
+    /// Median step time (the slowest rank's, each step).
+    pub step_s: f64,
+    /// Whole-job tokens per second.
+    pub job_tok_s: f64,
+    /// Median time rank 0 spent inside the collectives per step.
+    pub comm_s: f64,
+    /// Bytes each rank handed to the collectives per step.
+    pub comm_bytes: u64,
+    /// Optimizer moments held per rank, and in all.
+    pub moments_per_rank: usize,
+    pub moments_total: usize,
+}
+
+pub fn bench_train_ranks(
+    cfg: &ModelConfig,
+    batch: usize,
+    seq: usize,
+    warmup: usize,
+    steps: usize,
+    precision: &str,
+    coll: &dyn tinyllama_dist::Collective,
+) -> Result<RanksBench> {
+    use crate::data_parallel::{CommStats, Optimizer};
+    let (rank, world) = (coll.rank(), coll.world());
+    let backend = crate::trainer::cpu_backend(precision)?;
+    let mut model = Llama::new(backend, &HostWeights::init(cfg, 1))?;
+    let mut rng = Rng::new(2 + rank as u64);
+    let n = batch * seq;
+    let inputs: Vec<u32> = (0..n)
+        .map(|_| rng.below(cfg.vocab_size as u64) as u32)
+        .collect();
+    let targets: Vec<i32> = (0..n)
+        .map(|_| rng.below(cfg.vocab_size as u64) as i32)
+        .collect();
+    let batches = vec![(inputs, targets)];
+    let mut acts = Activations::new(&model, batch, seq);
+    let mut grads = model.zero_grads();
+    let mut opt = Optimizer::new(&model, AdamWConfig::default(), rank, world, true);
+    let (mut times, mut comms) = (vec![], vec![]);
+    let mut bytes = 0;
+    for i in 0..warmup + steps.max(1) {
+        coll.barrier()?;
+        let t = Instant::now();
+        let mut stats = CommStats::default();
+        crate::trainer::accumulate_step(&model, &mut acts, &mut grads, &batches, coll)?;
+        let norm = opt.exchange(&model, &mut grads, coll, None, &mut stats)?;
+        opt.update(&mut model, &grads, 4e-4, norm, coll, None, &mut stats)?;
+        for g in grads.iter_mut() {
+            model.backend.fill(g, 0.0);
+        }
+        let mut dt = [t.elapsed().as_secs_f64()];
+        coll.all_reduce_f64(&mut dt, tinyllama_dist::ReduceOp::Max)?;
+        if i >= warmup {
+            times.push(dt[0]);
+            comms.push(stats.seconds);
+            bytes = stats.bytes;
+        }
+    }
+    let step_s = median(times);
+    let owned = opt.owned_range(&model).len();
+    Ok(RanksBench {
+        ranks: world,
+        collective: coll.name(),
+        batch_per_rank: batch,
+        seq,
+        threads_per_rank: rayon::current_num_threads(),
+        step_s,
+        job_tok_s: (world * n) as f64 / step_s,
+        comm_s: median(comms),
+        comm_bytes: bytes,
+        moments_per_rank: 2 * owned,
+        moments_total: 2 * cfg.num_params() as usize,
+    })
+}
