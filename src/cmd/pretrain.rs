@@ -57,6 +57,14 @@ pub struct PretrainArgs {
 
 pub fn run(a: PretrainArgs) -> Result<()> {
     let Some(path) = &a.config else {
+        if let Some(i) = tinyllama_dist::LaunchInfo::detect()?.filter(|i| i.world > 1) {
+            bail!(
+                "the embedded demo runs in one process, but this is rank {} of {} ({}); start it without a launcher, or give --config RUN.toml for a distributed run (docs/distributed.md)",
+                i.rank,
+                i.world,
+                i.launcher
+            );
+        }
         return super::demo::run(&a.demo_dir, a.demo_steps, a.seed.unwrap_or(7));
     };
     let mut cfg = RunConfig::from_toml_file(path)?;

@@ -326,49 +326,6 @@ impl Drop for NcclComm<'_> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn unique_ids_survive_the_file_rendezvous_encoding() {
-        let mut id = UniqueId { internal: [0; 128] };
-        for (i, b) in id.internal.iter_mut().enumerate() {
-            *b = (i * 37 % 256) as u8;
-        }
-        let hex = id.to_hex();
-        assert_eq!(hex.len(), 256);
-        assert!(UniqueId::from_hex(&format!("{hex}\n")).unwrap() == id);
-        assert!(UniqueId::from_hex("abc").is_err());
-        assert!(UniqueId::from_hex(&"zz".repeat(128)).is_err());
-        assert_eq!(
-            std::mem::size_of::<UniqueId>(),
-            128,
-            "ncclUniqueId is 128 bytes"
-        );
-    }
-
-    #[test]
-    fn versions_and_codes_match_nccl_h() {
-        assert_eq!(version_string(22304), "2.23.4");
-        assert_eq!(version_string(2708), "2.7.8");
-        assert_eq!(
-            (DataType::Float32 as i32, DataType::Bfloat16 as i32),
-            (7, 9)
-        );
-        assert_eq!((RedOp::Sum as i32, RedOp::Max as i32), (0, 2));
-    }
-
-    #[test]
-    fn a_missing_library_is_a_clear_error() {
-        let e = Nccl::load(Some(Path::new("/nonexistent/libnccl.so.2")))
-            .err()
-            .unwrap()
-            .to_string();
-        assert!(e.contains("cannot load /nonexistent/libnccl.so.2"), "{e}");
-    }
-}
-
 /// NCCL as the job's collective: the gradient and parameter exchanges on device buffers
 /// ([`tinyllama_dist::DeviceCollective`]), and the small host values of a step (target counts,
 /// losses, norms, checkpoint bookkeeping) staged through device memory
@@ -610,5 +567,48 @@ impl tinyllama_dist::DeviceCollective for NcclCollective {
             })
             .map(|r| r.map(|_| true))
             .unwrap_or(Ok(false))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unique_ids_survive_the_file_rendezvous_encoding() {
+        let mut id = UniqueId { internal: [0; 128] };
+        for (i, b) in id.internal.iter_mut().enumerate() {
+            *b = (i * 37 % 256) as u8;
+        }
+        let hex = id.to_hex();
+        assert_eq!(hex.len(), 256);
+        assert!(UniqueId::from_hex(&format!("{hex}\n")).unwrap() == id);
+        assert!(UniqueId::from_hex("abc").is_err());
+        assert!(UniqueId::from_hex(&"zz".repeat(128)).is_err());
+        assert_eq!(
+            std::mem::size_of::<UniqueId>(),
+            128,
+            "ncclUniqueId is 128 bytes"
+        );
+    }
+
+    #[test]
+    fn versions_and_codes_match_nccl_h() {
+        assert_eq!(version_string(22304), "2.23.4");
+        assert_eq!(version_string(2708), "2.7.8");
+        assert_eq!(
+            (DataType::Float32 as i32, DataType::Bfloat16 as i32),
+            (7, 9)
+        );
+        assert_eq!((RedOp::Sum as i32, RedOp::Max as i32), (0, 2));
+    }
+
+    #[test]
+    fn a_missing_library_is_a_clear_error() {
+        let e = Nccl::load(Some(Path::new("/nonexistent/libnccl.so.2")))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("cannot load /nonexistent/libnccl.so.2"), "{e}");
     }
 }

@@ -107,6 +107,9 @@ struct State {
     waiting: Option<(&'static str, Instant)>,
     step: u64,
     last_checkpoint: Option<String>,
+    /// The limit is multiplied by this (raised while rank 0 writes a checkpoint or an export
+    /// and the others wait for it).
+    patience: u32,
 }
 
 /// A [`Collective`] whose every operation is bounded in time (see the module doc).
@@ -124,6 +127,7 @@ impl Watched {
             waiting: None,
             step: 0,
             last_checkpoint: None,
+            patience: 1,
         }));
         // A marker from an earlier job in this directory would make this rank look blocked.
         let _ = std::fs::remove_file(
@@ -139,6 +143,7 @@ impl Watched {
                     std::thread::sleep((limit / 20).clamp(Duration::from_millis(50), Duration::from_secs(5)));
                     let s = st.lock().unwrap();
                     if let Some((op, since)) = s.waiting {
+                        let limit = limit * s.patience;
                         if since.elapsed() > limit {
                             drop(s);
                             // Say that this rank is blocked, give the other blocked ranks a
@@ -202,6 +207,15 @@ impl Watched {
         std::fs::write(&tmp, serde_json::to_vec(&hb)?)?;
         std::fs::rename(&tmp, &path)?;
         Ok(())
+    }
+
+    /// Runs `f` (which waits on other ranks' slow work, such as rank 0 writing a checkpoint)
+    /// with each collective allowed `factor` times the usual limit.
+    pub fn with_patience<T>(&self, factor: u32, f: impl FnOnce() -> T) -> T {
+        self.state.lock().unwrap().patience = factor.max(1);
+        let r = f();
+        self.state.lock().unwrap().patience = 1;
+        r
     }
 
     fn watch<T>(&self, op: &'static str, f: impl FnOnce(&dyn Collective) -> T) -> T {

@@ -199,7 +199,7 @@ pub fn bench_train_ranks(
     precision: &str,
     coll: &dyn tinyllama_dist::Collective,
 ) -> Result<RanksBench> {
-    use crate::data_parallel::{CommStats, Optimizer};
+    use crate::data_parallel::{Comm, CommStats, Optimizer};
     let (rank, world) = (coll.rank(), coll.world());
     let backend = crate::trainer::cpu_backend(precision)?;
     let mut model = Llama::new(backend, &HostWeights::init(cfg, 1))?;
@@ -222,8 +222,8 @@ pub fn bench_train_ranks(
         let t = Instant::now();
         let mut stats = CommStats::default();
         crate::trainer::accumulate_step(&model, &mut acts, &mut grads, &batches, coll)?;
-        let norm = opt.exchange(&model, &mut grads, coll, None, &mut stats)?;
-        opt.update(&mut model, &grads, 4e-4, norm, coll, None, &mut stats)?;
+        let norm = opt.exchange(&model, &mut grads, Comm::host(coll), &mut stats)?;
+        opt.update(&mut model, &grads, 4e-4, norm, Comm::host(coll), &mut stats)?;
         for g in grads.iter_mut() {
             model.backend.fill(g, 0.0);
         }

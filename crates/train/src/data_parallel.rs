@@ -56,6 +56,20 @@ pub enum Optimizer<B: Backend> {
     },
 }
 
+/// What the ranks talk through: the host collective, and the device one for backend buffers
+/// (NCCL for CUDA) when there is one.
+#[derive(Clone, Copy)]
+pub struct Comm<'a> {
+    pub host: &'a dyn Collective,
+    pub device: Option<&'a dyn DeviceCollective>,
+}
+
+impl<'a> Comm<'a> {
+    pub fn host(host: &'a dyn Collective) -> Self {
+        Comm { host, device: None }
+    }
+}
+
 /// Time and bytes moved by the collectives in the last step (this rank's view).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct CommStats {
@@ -176,10 +190,10 @@ where
         &mut self,
         model: &Llama<B>,
         grads: &mut [B::Buf],
-        coll: &dyn Collective,
-        device: Option<&dyn DeviceCollective>,
+        comm: Comm,
         stats: &mut CommStats,
     ) -> Result<f64> {
+        let (coll, device) = (comm.host, comm.device);
         let be = &model.backend;
         match self {
             Optimizer::Full(_) if coll.world() == 1 => Ok(AdamW::grad_norm(model, grads)),
@@ -246,10 +260,10 @@ where
         grads: &[B::Buf],
         lr: f64,
         grad_norm: f64,
-        coll: &dyn Collective,
-        device: Option<&dyn DeviceCollective>,
+        comm: Comm,
         stats: &mut CommStats,
     ) -> Result<()> {
+        let (coll, device) = (comm.host, comm.device);
         match self {
             Optimizer::Full(o) => {
                 o.update(model, grads, lr, grad_norm);

@@ -9,7 +9,7 @@
 
 use crate::checkpoint::{self, RankPart, TrainState};
 use crate::config::RunConfig;
-use crate::data_parallel::{CommStats, Optimizer};
+use crate::data_parallel::{Comm, CommStats, Optimizer};
 use crate::loader::{LoaderState, MixtureLoader, ValSet};
 use crate::metrics::{self, MetricsWriter, StepRecord};
 use anyhow::{bail, Context, Result};
@@ -63,6 +63,10 @@ pub struct RunSummary {
     /// The run had already reached its last step when it was resumed: nothing was trained.
     pub already_finished: bool,
 }
+
+/// How many times `[dist] timeout_s` the other ranks wait while rank 0 writes a checkpoint or
+/// the export.
+const CHECKPOINT_PATIENCE: u32 = 20;
 
 /// Runs (or resumes) the configured training run as one rank of the job this process was
 /// launched into (a single process when no launcher started several; see [`tinyllama_dist`]).
@@ -415,7 +419,8 @@ where
     }
     coll.barrier()?;
     let resumed = if cfg.run.resume {
-        find_resume(&run_dir, opts, coll)?
+        // Rank 0 reads every file of the candidate checkpoints while the others wait.
+        coll.with_patience(CHECKPOINT_PATIENCE, || find_resume(&run_dir, opts, coll))?
     } else {
         None
     };
@@ -639,6 +644,7 @@ where
     let mut last_ckpt = None;
     let (mut last_tps, mut last_mfu) = (0.0, 0.0);
     let mut comm = CommStats::default();
+    let links = Comm { host: coll, device };
     coll.beat(st.step, None)?;
     while st.step < total {
         let step = st.step;
@@ -660,10 +666,10 @@ where
         if opts.inject_nan_at.contains(&step) {
             loss = f64::NAN;
         }
-        let norm = opt.exchange(&model, &mut grads, coll, device, &mut comm)?;
+        let norm = opt.exchange(&model, &mut grads, links, &mut comm)?;
         let lr = schedule.lr_at(step);
         if loss.is_finite() && norm.is_finite() {
-            opt.update(&mut model, &grads, lr, norm, coll, device, &mut comm)?;
+            opt.update(&mut model, &grads, lr, norm, links, &mut comm)?;
             st.consecutive_bad = 0;
             if let Some(p) = loaded_from.as_ref().filter(|_| {
                 last_good
@@ -774,20 +780,24 @@ where
             }
             let (m, v) = opt.moments(&model);
             let host = (rank == 0).then(|| model.to_host());
-            let p = checkpoint::save(
-                &run_dir,
-                &RankPart {
-                    weights: host.as_ref(),
-                    range: opt.owned_range(&model),
-                    m: &m,
-                    v: &v,
-                    total: total_params,
-                    loader: &loader.state,
-                    state: &state0,
-                },
-                coll,
-                cfg.run.keep_last,
-            )?;
+            // The other ranks wait while rank 0 writes the model: a checkpoint of a large model
+            // on a slow filesystem is not a hang.
+            let p = coll.with_patience(CHECKPOINT_PATIENCE, || {
+                checkpoint::save(
+                    &run_dir,
+                    &RankPart {
+                        weights: host.as_ref(),
+                        range: opt.owned_range(&model),
+                        m: &m,
+                        v: &v,
+                        total: total_params,
+                        loader: &loader.state,
+                        state: &state0,
+                    },
+                    coll,
+                    cfg.run.keep_last,
+                )
+            })?;
             if st.consecutive_bad == 0 {
                 last_good = Some(p.clone());
             }
@@ -845,7 +855,7 @@ where
             export_dir = Some(out);
         }
     }
-    coll.barrier()?;
+    coll.with_patience(CHECKPOINT_PATIENCE, || coll.barrier())?;
     Ok(RunSummary {
         run_dir,
         steps: st.step,

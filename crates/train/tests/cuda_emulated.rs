@@ -145,3 +145,54 @@ fn cuda_device_needs_bf16_precision() {
     let e = train(&c, &quiet()).unwrap_err().to_string();
     assert!(e.contains("bf16"), "{e}");
 }
+
+/// ZeRO-1 on the CUDA backend (device buffers staged through host memory, as when NCCL is
+/// absent): two ranks on the emulator train like one with the whole batch.
+#[test]
+fn zero1_on_the_cuda_backend_equals_one_rank() {
+    if !emulator_available() {
+        return;
+    }
+    use tinyllama_dist::local::LocalGroup;
+    let tmp = tempfile::tempdir().unwrap();
+    make_data(tmp.path());
+    let mut one_cfg = config(tmp.path(), &tmp.path().join("one"), 4, "cuda:emu");
+    one_cfg.batch.micro_batch = 4;
+    let one = tinyllama_train::trainer::train_in(
+        &one_cfg,
+        &quiet(),
+        Box::new(tinyllama_dist::SingleProcess),
+    )
+    .unwrap();
+    let two_cfg = config(tmp.path(), &tmp.path().join("two"), 4, "cuda:emu");
+    let hs: Vec<_> = LocalGroup::new(2)
+        .into_iter()
+        .map(|g| {
+            let c = two_cfg.clone();
+            std::thread::spawn(move || {
+                tinyllama_train::trainer::train_in(&c, &quiet(), Box::new(g)).unwrap()
+            })
+        })
+        .collect();
+    let two: Vec<_> = hs.into_iter().map(|h| h.join().unwrap()).collect();
+    // bf16 activations: the two splits round differently, so agreement is to bf16 precision.
+    for (a, b) in one.losses.iter().zip(&two[0].losses) {
+        assert!((a - b).abs() < 2e-3 * a, "1 rank {a} vs 2 ranks {b}");
+    }
+    assert_eq!(two[0].losses, two[1].losses);
+    let wa = checkpoint::load(one.checkpoint.as_ref().unwrap())
+        .unwrap()
+        .weights;
+    let wb = checkpoint::load(two[0].checkpoint.as_ref().unwrap())
+        .unwrap()
+        .weights;
+    for (ta, tb) in wa.tensors.iter().zip(&wb.tensors) {
+        let d: f64 = ta
+            .iter()
+            .zip(tb)
+            .map(|(x, y)| ((x - y) as f64).powi(2))
+            .sum();
+        let n: f64 = ta.iter().map(|x| (*x as f64).powi(2)).sum();
+        assert!(d.sqrt() < 1e-2 * n.sqrt(), "{:.3e}", d.sqrt() / n.sqrt());
+    }
+}

@@ -10,7 +10,7 @@ use tinyllama_engine::{Activations, Llama};
 use tinyllama_model::HostWeights;
 use tinyllama_train::checkpoint;
 use tinyllama_train::config::RunConfig;
-use tinyllama_train::data_parallel::{CommStats, Optimizer};
+use tinyllama_train::data_parallel::{Comm, CommStats, Optimizer};
 use tinyllama_train::loader::SourceSpec;
 use tinyllama_train::trainer::{accumulate_step, cpu_backend, train_in, RunOptions, RunSummary};
 
@@ -274,8 +274,13 @@ fn masked_targets_weigh_every_token_equally_however_the_batch_is_split() {
         let mut grads = model.zero_grads();
         let loss = accumulate_step(&model, &mut acts, &mut grads, &batches, coll).unwrap();
         let mut opt = Optimizer::new(&model, Default::default(), coll.rank(), coll.world(), false);
-        opt.exchange(&model, &mut grads, coll, None, &mut CommStats::default())
-            .unwrap();
+        opt.exchange(
+            &model,
+            &mut grads,
+            Comm::host(coll),
+            &mut CommStats::default(),
+        )
+        .unwrap();
         (loss, grads)
     };
     let (l_all, g_all) = grads_of(vec![slice(0, 4)], &SingleProcess);
@@ -302,8 +307,13 @@ fn masked_targets_weigh_every_token_equally_however_the_batch_is_split() {
                 let mut grads = model.zero_grads();
                 let loss = accumulate_step(&model, &mut acts, &mut grads, &[b], &g).unwrap();
                 let mut opt = Optimizer::new(&model, Default::default(), g.rank(), 2, false);
-                opt.exchange(&model, &mut grads, &g, None, &mut CommStats::default())
-                    .unwrap();
+                opt.exchange(
+                    &model,
+                    &mut grads,
+                    Comm::host(&g),
+                    &mut CommStats::default(),
+                )
+                .unwrap();
                 (loss, grads)
             })
         })
