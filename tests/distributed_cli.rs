@@ -5,26 +5,13 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use tinyllama_data::packed::PackedWriter;
 
 fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_tinyllama")
 }
 
 fn make_data(dir: &Path) {
-    let mut r = tinyllama_model::rng::Rng::new(5);
-    let mut w = PackedWriter::new(&dir.join("data"), "a", 64, 9_000).unwrap();
-    let toks: Vec<u32> = (0..40_000)
-        .map(|i| {
-            if i % 3 == 0 {
-                r.below(64) as u32
-            } else {
-                (i % 64) as u32
-            }
-        })
-        .collect();
-    w.push(&toks).unwrap();
-    w.finish().unwrap();
+    tinyllama_train::testutil::structured_source(dir, "data", 40_000, 5);
 }
 
 fn write_config(dir: &Path, out: &str, micro: usize, steps: u64, timeout_s: u64) -> PathBuf {
@@ -37,10 +24,10 @@ preset = "test-tiny"
 seq_len = 16
 [[data.train]]
 path = "data"
-prefix = "a"
+prefix = "data"
 [[data.val]]
 path = "data"
-prefix = "a"
+prefix = "data"
 
 [optim]
 lr = 3e-3

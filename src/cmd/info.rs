@@ -23,14 +23,7 @@ pub struct InfoArgs {
 fn devices() -> Result<()> {
     println!("cpu              {} threads", rayon::current_num_threads());
     println!("cuda             built without CUDA support (rebuild with `cargo build --release --features cuda`)");
-    println!(
-        "MPI              {}",
-        if cfg!(feature = "mpi") {
-            "built in (`mpirun -np N tinyllama pretrain …`)"
-        } else {
-            "not built in (rebuild with `--features mpi` for several processes)"
-        }
-    );
+    print_mpi();
     Ok(())
 }
 
@@ -80,14 +73,7 @@ fn devices() -> Result<()> {
             Err(e) => println!("  NCCL found but not usable: {e:#}"),
         }
     }
-    println!(
-        "MPI              {}",
-        if cfg!(feature = "mpi") {
-            "built in (`mpirun -np N tinyllama pretrain …`)"
-        } else {
-            "not built in (rebuild with `--features mpi` for several processes)"
-        }
-    );
+    print_mpi();
     println!("kernel cache     {}", tinyllama_cuda::cache_dir().display());
     match tinyllama_cuda::driver::list_devices() {
         Ok(devs) if devs.is_empty() => println!("GPUs             none visible"),
@@ -185,4 +171,16 @@ pub fn run(a: InfoArgs) -> Result<()> {
         cfg.max_seq_len
     );
     Ok(())
+}
+
+/// Whether this binary can run as one of several processes.
+fn print_mpi() {
+    println!(
+        "MPI              {}",
+        if cfg!(feature = "mpi") {
+            "built in (`mpirun -np N tinyllama pretrain …`)"
+        } else {
+            "not built in (rebuild with `--features mpi` for several processes)"
+        }
+    );
 }

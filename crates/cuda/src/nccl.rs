@@ -515,6 +515,37 @@ impl tinyllama_dist::Collective for NcclCollective {
     }
 }
 
+impl NcclCollective {
+    /// Runs `op(send_ptr, recv_ptr, count, stream)` on two f32 CUDA buffers, `count` being the
+    /// shorter buffer's length; `Ok(false)` for buffers that are not f32 CUDA buffers.
+    fn on_device(
+        &self,
+        send: &dyn std::any::Any,
+        recv: &mut dyn std::any::Any,
+        op: &dyn Fn(u64, u64, usize, u64) -> Result<()>,
+    ) -> Result<bool> {
+        let (Some(s), Some(r)) = (
+            send.downcast_ref::<crate::CudaBuf>(),
+            recv.downcast_ref::<crate::CudaBuf>(),
+        ) else {
+            return Ok(false);
+        };
+        let (Some(sp), Some(rp)) = (s.f32_ptr(), r.f32_ptr()) else {
+            return Ok(false);
+        };
+        let (n, long) = (s.len().min(r.len()), s.len().max(r.len()));
+        assert_eq!(
+            long,
+            n * self.comm.world,
+            "buffers of a reduce-scatter or all-gather"
+        );
+        self.dev
+            .on_stream(&mut |stream| op(sp, rp, n, stream))
+            .map(|r| r.map(|_| true))
+            .unwrap_or(Ok(false))
+    }
+}
+
 impl tinyllama_dist::DeviceCollective for NcclCollective {
     fn name(&self) -> String {
         format!("NCCL {}", self.version)
@@ -525,24 +556,10 @@ impl tinyllama_dist::DeviceCollective for NcclCollective {
         send: &dyn std::any::Any,
         recv: &mut dyn std::any::Any,
     ) -> Result<bool> {
-        let (Some(s), Some(r)) = (
-            send.downcast_ref::<crate::CudaBuf>(),
-            recv.downcast_ref::<crate::CudaBuf>(),
-        ) else {
-            return Ok(false);
-        };
-        let (Some(sp), Some(rp)) = (s.f32_ptr(), r.f32_ptr()) else {
-            return Ok(false);
-        };
-        let n = r.len();
-        assert_eq!(s.len(), n * self.comm.world);
-        self.dev
-            .on_stream(&mut |stream| unsafe {
-                self.comm
-                    .reduce_scatter(sp, rp, n, DataType::Float32, stream)
-            })
-            .map(|r| r.map(|_| true))
-            .unwrap_or(Ok(false))
+        // SAFETY: f32 device buffers of the stated sizes, used in stream order.
+        self.on_device(send, recv, &|s, r, n, stream| unsafe {
+            self.comm.reduce_scatter(s, r, n, DataType::Float32, stream)
+        })
     }
     fn all_gather_f32(
         &self,
@@ -550,23 +567,10 @@ impl tinyllama_dist::DeviceCollective for NcclCollective {
         send: &dyn std::any::Any,
         recv: &mut dyn std::any::Any,
     ) -> Result<bool> {
-        let (Some(s), Some(r)) = (
-            send.downcast_ref::<crate::CudaBuf>(),
-            recv.downcast_ref::<crate::CudaBuf>(),
-        ) else {
-            return Ok(false);
-        };
-        let (Some(sp), Some(rp)) = (s.f32_ptr(), r.f32_ptr()) else {
-            return Ok(false);
-        };
-        let n = s.len();
-        assert_eq!(r.len(), n * self.comm.world);
-        self.dev
-            .on_stream(&mut |stream| unsafe {
-                self.comm.all_gather(sp, rp, n, DataType::Float32, stream)
-            })
-            .map(|r| r.map(|_| true))
-            .unwrap_or(Ok(false))
+        // SAFETY: as above.
+        self.on_device(send, recv, &|s, r, n, stream| unsafe {
+            self.comm.all_gather(s, r, n, DataType::Float32, stream)
+        })
     }
 }
 

@@ -78,8 +78,53 @@ pub struct CommStats {
     pub bytes: u64,
 }
 
-fn stage_in<B: Backend>(be: &B, buf: &B::Buf) -> Option<Vec<f32>> {
-    be.host_f32(buf).is_none().then(|| be.download(buf))
+#[derive(Clone, Copy)]
+enum Move {
+    ReduceScatter,
+    AllGather,
+}
+
+/// `recv = move(send)` over the ranks: on the device when the device collective takes these
+/// buffers, otherwise through the host collective — in place for host buffers, staged through
+/// host copies for device ones.
+fn move_buffers<B: Backend + 'static>(
+    be: &B,
+    comm: Comm,
+    what: Move,
+    send: &B::Buf,
+    recv: &mut B::Buf,
+) -> Result<()>
+where
+    B::Buf: 'static,
+{
+    if let Some(d) = comm.device {
+        let (b, s, r) = (be as &dyn Any, send as &dyn Any, &mut *recv as &mut dyn Any);
+        let done = match what {
+            Move::ReduceScatter => d.reduce_scatter_f32(b, s, r)?,
+            Move::AllGather => d.all_gather_f32(b, s, r)?,
+        };
+        if done {
+            return Ok(());
+        }
+    }
+    let staged = be.host_f32(send).is_none().then(|| be.download(send));
+    let send: &[f32] = match &staged {
+        Some(h) => h,
+        None => be.host_f32(send).expect("a host buffer"),
+    };
+    let run = |out: &mut [f32]| match what {
+        Move::ReduceScatter => comm.host.reduce_scatter_f32(send, out),
+        Move::AllGather => comm.host.all_gather_f32(send, out),
+    };
+    match be.host_f32_mut(recv) {
+        Some(out) => run(out),
+        None => {
+            let mut out = vec![0f32; be.len(recv)];
+            run(&mut out)?;
+            be.write(recv, 0, &out);
+            Ok(())
+        }
+    }
 }
 
 fn numel<B: Backend>(model: &Llama<B>) -> Vec<usize> {
@@ -193,7 +238,7 @@ where
         comm: Comm,
         stats: &mut CommStats,
     ) -> Result<f64> {
-        let (coll, device) = (comm.host, comm.device);
+        let coll = comm.host;
         let be = &model.backend;
         match self {
             Optimizer::Full(_) if coll.world() == 1 => Ok(AdamW::grad_norm(model, grads)),
@@ -221,29 +266,13 @@ where
                 }
                 let t0 = Instant::now();
                 stats.bytes += 4 * state.layout.padded() as u64;
-                let on_device = match device {
-                    Some(d) => d.reduce_scatter_f32(
-                        be as &dyn Any,
-                        &state.gflat as &dyn Any,
-                        &mut state.gshard as &mut dyn Any,
-                    )?,
-                    None => false,
-                };
-                if !on_device {
-                    let staged = stage_in(be, &state.gflat);
-                    let send: &[f32] = match &staged {
-                        Some(h) => h,
-                        None => be.host_f32(&state.gflat).unwrap(),
-                    };
-                    match be.host_f32_mut(&mut state.gshard) {
-                        Some(out) => coll.reduce_scatter_f32(send, out)?,
-                        None => {
-                            let mut out = vec![0f32; state.layout.shard_len()];
-                            coll.reduce_scatter_f32(send, &mut out)?;
-                            be.write(&mut state.gshard, 0, &out);
-                        }
-                    }
-                }
+                move_buffers(
+                    be,
+                    comm,
+                    Move::ReduceScatter,
+                    &state.gflat,
+                    &mut state.gshard,
+                )?;
                 let mut sq = [be.sum_squares(&state.gshard)];
                 coll.all_reduce_f64(&mut sq, ReduceOp::Sum)?;
                 stats.seconds += t0.elapsed().as_secs_f64();
@@ -263,30 +292,18 @@ where
         comm: Comm,
         stats: &mut CommStats,
     ) -> Result<()> {
-        let (coll, device) = (comm.host, comm.device);
         match self {
             Optimizer::Full(o) => {
                 o.update(model, grads, lr, grad_norm);
                 Ok(())
             }
             Optimizer::Zero1 { cfg, step, state } => {
-                let scale = if cfg.grad_clip > 0.0 && grad_norm > cfg.grad_clip {
-                    cfg.grad_clip / (grad_norm + 1e-6)
-                } else {
-                    1.0
-                };
+                let scale = cfg.clip_scale(grad_norm);
                 *step += 1;
                 let be = &model.backend;
                 for s in state.segs.iter_mut() {
                     let sg = s.seg;
-                    let kind = model.specs[sg.tensor].kind;
-                    let wd = if cfg.no_decay_norms_and_embeddings
-                        && (kind.is_norm() || kind.is_embedding())
-                    {
-                        0.0
-                    } else {
-                        cfg.weight_decay
-                    };
+                    let wd = cfg.decay_for(model.specs[sg.tensor].kind);
                     be.copy(&mut s.g, 0, &state.gshard, sg.shard_offset, sg.len);
                     be.copy(
                         &mut s.p,
@@ -295,46 +312,21 @@ where
                         sg.tensor_offset,
                         sg.len,
                     );
-                    be.adamw(
+                    cfg.apply(
+                        be,
                         &mut s.p,
                         &s.g,
-                        &mut s.m,
-                        &mut s.v,
-                        lr as f32,
-                        cfg.beta1 as f32,
-                        cfg.beta2 as f32,
-                        cfg.eps as f32,
-                        wd as f32,
+                        (&mut s.m, &mut s.v),
+                        lr,
+                        wd,
                         *step,
-                        scale as f32,
+                        scale,
                     );
                     be.copy(&mut state.pshard, sg.shard_offset, &s.p, 0, sg.len);
                 }
                 let t0 = Instant::now();
                 stats.bytes += 4 * state.layout.padded() as u64;
-                let on_device = match device {
-                    Some(d) => d.all_gather_f32(
-                        be as &dyn Any,
-                        &state.pshard as &dyn Any,
-                        &mut state.pflat as &mut dyn Any,
-                    )?,
-                    None => false,
-                };
-                if !on_device {
-                    let staged = stage_in(be, &state.pshard);
-                    let send: &[f32] = match &staged {
-                        Some(h) => h,
-                        None => be.host_f32(&state.pshard).unwrap(),
-                    };
-                    match be.host_f32_mut(&mut state.pflat) {
-                        Some(out) => coll.all_gather_f32(send, out)?,
-                        None => {
-                            let mut out = vec![0f32; state.layout.padded()];
-                            coll.all_gather_f32(send, &mut out)?;
-                            be.write(&mut state.pflat, 0, &out);
-                        }
-                    }
-                }
+                move_buffers(be, comm, Move::AllGather, &state.pshard, &mut state.pflat)?;
                 stats.seconds += t0.elapsed().as_secs_f64();
                 let offs = state.layout.offsets();
                 for (i, w) in model.weights.iter_mut().enumerate() {

@@ -23,4 +23,6 @@ pub mod metrics;
 pub mod optimizer;
 pub mod plot;
 pub mod schedule;
+#[doc(hidden)]
+pub mod testutil;
 pub mod trainer;

@@ -31,6 +31,55 @@ impl Default for AdamWConfig {
     }
 }
 
+impl AdamWConfig {
+    /// The factor gradients are scaled by: `clip / norm` when the global norm exceeds the clip.
+    pub fn clip_scale(&self, grad_norm: f64) -> f64 {
+        if self.grad_clip > 0.0 && grad_norm > self.grad_clip {
+            self.grad_clip / (grad_norm + 1e-6)
+        } else {
+            1.0
+        }
+    }
+
+    /// One AdamW update of one buffer (`step` ≥ 1 for the bias corrections, gradients scaled
+    /// by `scale`): the single place the configuration meets the backend's kernel.
+    #[allow(clippy::too_many_arguments)]
+    pub fn apply<B: Backend>(
+        &self,
+        be: &B,
+        p: &mut B::Buf,
+        g: &B::Buf,
+        (m, v): (&mut B::Buf, &mut B::Buf),
+        lr: f64,
+        weight_decay: f64,
+        step: u64,
+        scale: f64,
+    ) {
+        be.adamw(
+            p,
+            g,
+            m,
+            v,
+            lr as f32,
+            self.beta1 as f32,
+            self.beta2 as f32,
+            self.eps as f32,
+            weight_decay as f32,
+            step,
+            scale as f32,
+        );
+    }
+
+    /// The weight decay of a tensor of this kind.
+    pub fn decay_for(&self, kind: tinyllama_model::params::ParamKind) -> f64 {
+        if self.no_decay_norms_and_embeddings && (kind.is_norm() || kind.is_embedding()) {
+            0.0
+        } else {
+            self.weight_decay
+        }
+    }
+}
+
 /// First and second moments, one buffer per parameter tensor.
 pub struct AdamW<B: Backend> {
     pub cfg: AdamWConfig,
@@ -70,31 +119,19 @@ impl<B: Backend> AdamW<B> {
         grad_norm: f64,
     ) -> f64 {
         let c = &self.cfg;
-        let scale = if c.grad_clip > 0.0 && grad_norm > c.grad_clip {
-            c.grad_clip / (grad_norm + 1e-6)
-        } else {
-            1.0
-        };
+        let scale = c.clip_scale(grad_norm);
         self.step += 1;
         for i in 0..model.weights.len() {
-            let kind = model.specs[i].kind;
-            let wd = if c.no_decay_norms_and_embeddings && (kind.is_norm() || kind.is_embedding()) {
-                0.0
-            } else {
-                c.weight_decay
-            };
-            model.backend.adamw(
+            let wd = c.decay_for(model.specs[i].kind);
+            c.apply(
+                &model.backend,
                 &mut model.weights[i],
                 &grads[i],
-                &mut self.m[i],
-                &mut self.v[i],
-                lr as f32,
-                c.beta1 as f32,
-                c.beta2 as f32,
-                c.eps as f32,
-                wd as f32,
+                (&mut self.m[i], &mut self.v[i]),
+                lr,
+                wd,
                 self.step,
-                scale as f32,
+                scale,
             );
         }
         scale

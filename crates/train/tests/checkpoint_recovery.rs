@@ -3,49 +3,22 @@
 //! behind; a finished run says so.
 
 use std::path::{Path, PathBuf};
-use tinyllama_data::packed::PackedWriter;
 use tinyllama_train::checkpoint;
 use tinyllama_train::config::RunConfig;
 use tinyllama_train::loader::SourceSpec;
+use tinyllama_train::testutil::{structured_source, tiny_run};
 use tinyllama_train::trainer::{train, RunOptions};
 
-fn make_data(dir: &Path) {
-    let mut r = tinyllama_model::rng::Rng::new(2);
-    let mut w = PackedWriter::new(&dir.join("a"), "a", 64, 9_000).unwrap();
-    let toks: Vec<u32> = (0..30_000)
-        .map(|i| {
-            if i % 3 == 0 {
-                r.below(64) as u32
-            } else {
-                (i % 64) as u32
-            }
-        })
-        .collect();
-    w.push(&toks).unwrap();
-    w.finish().unwrap();
-}
-
 fn config(data: &Path, out: &Path, steps: u64) -> RunConfig {
-    let mut c: RunConfig = toml::from_str("[data]\ntrain = []\n").unwrap();
-    c.model.preset = Some("test-tiny".into());
-    c.data.seq_len = 16;
-    c.data.train = vec![SourceSpec {
+    let src = SourceSpec {
         name: None,
         path: data.join("a"),
         prefix: Some("a".into()),
         weight: 1.0,
-    }];
-    c.batch.micro_batch = 2;
-    c.batch.global_batch = 2;
-    c.batch.max_steps = Some(steps);
-    c.optim.lr = 3e-3;
-    c.optim.min_lr = 3e-4;
+    };
+    let mut c = tiny_run(src, out, steps, 2, 2);
     c.optim.warmup_steps = 2;
-    c.run.out_dir = out.to_path_buf();
-    c.run.save_every = 4;
     c.run.keep_last = 5;
-    c.run.peak_flops = Some(1e11);
-    c.run.export = false;
     c
 }
 
@@ -58,7 +31,7 @@ fn quiet() -> RunOptions {
 
 /// A finished 12-step run (checkpoints at 4, 8, 12) and the config to resume it to 16 steps.
 fn finished_run(tmp: &Path, name: &str) -> (RunConfig, PathBuf) {
-    make_data(tmp);
+    structured_source(tmp, "a", 30_000, 2);
     let out = tmp.join(name);
     train(&config(tmp, &out, 12), &quiet()).unwrap();
     let mut c = config(tmp, &out, 16);

@@ -3,7 +3,6 @@
 //! crate's `tests/distributed_mpi.rs` (feature `mpi`).
 
 use std::path::Path;
-use tinyllama_data::packed::PackedWriter;
 use tinyllama_dist::local::LocalGroup;
 use tinyllama_dist::{Collective, SingleProcess};
 use tinyllama_engine::{Activations, Llama};
@@ -12,49 +11,20 @@ use tinyllama_train::checkpoint;
 use tinyllama_train::config::RunConfig;
 use tinyllama_train::data_parallel::{Comm, CommStats, Optimizer};
 use tinyllama_train::loader::SourceSpec;
+use tinyllama_train::testutil::{structured_source, tiny_run};
 use tinyllama_train::trainer::{accumulate_step, cpu_backend, train_in, RunOptions, RunSummary};
 
-/// One source of structured pseudo-random tokens (one source, so the mixture draws no random
-/// numbers and every split of a step's sequences over ranks reads the same sequences).
-fn make_data(dir: &Path) {
-    let mut r = tinyllama_model::rng::Rng::new(5);
-    let mut w = PackedWriter::new(&dir.join("a"), "a", 64, 9_000).unwrap();
-    let toks: Vec<u32> = (0..40_000)
-        .map(|i| {
-            if i % 3 == 0 {
-                r.below(64) as u32
-            } else {
-                (i % 64) as u32
-            }
-        })
-        .collect();
-    w.push(&toks).unwrap();
-    w.finish().unwrap();
+/// One source (so the mixture draws no random numbers and every split of a step's sequences
+/// over ranks reads the same sequences).
+fn make_data(dir: &Path) -> SourceSpec {
+    structured_source(dir, "a", 40_000, 5)
 }
 
-fn config(data: &Path, out: &Path, steps: u64, micro: usize, global: usize) -> RunConfig {
-    let mut c: RunConfig = toml::from_str("[data]\ntrain = []\n").unwrap();
-    c.model.preset = Some("test-tiny".into());
-    c.data.seq_len = 16;
-    c.data.train = vec![SourceSpec {
-        name: None,
-        path: data.join("a"),
-        prefix: Some("a".into()),
-        weight: 1.0,
-    }];
+fn config(data: &SourceSpec, out: &Path, steps: u64, micro: usize, global: usize) -> RunConfig {
+    let mut c = tiny_run(data.clone(), out, steps, micro, global);
     c.data.val = c.data.train.clone();
-    c.batch.micro_batch = micro;
-    c.batch.global_batch = global;
-    c.batch.max_steps = Some(steps);
-    c.optim.lr = 3e-3;
-    c.optim.min_lr = 3e-4;
-    c.optim.warmup_steps = 3;
-    c.run.out_dir = out.to_path_buf();
     c.run.eval_sequences = 6;
-    c.run.save_every = 4;
     c.run.keep_last = 10;
-    c.run.peak_flops = Some(1e11);
-    c.run.export = false;
     c
 }
 
@@ -141,11 +111,11 @@ fn assert_close(a: &RunSummary, b: &RunSummary, tol: f64, what: &str) {
 #[test]
 fn two_ranks_train_like_one_rank_with_the_whole_batch_or_with_accumulation() {
     let tmp = tempfile::tempdir().unwrap();
-    make_data(tmp.path());
     let d = tmp.path();
-    let one_big = run(1, &config(d, &d.join("1x4"), 20, 4, 4));
-    let one_accum = run(1, &config(d, &d.join("1x2x2"), 20, 2, 4));
-    let two = run(2, &config(d, &d.join("2x2"), 20, 2, 4));
+    let src = make_data(d);
+    let one_big = run(1, &config(&src, &d.join("1x4"), 20, 4, 4));
+    let one_accum = run(1, &config(&src, &d.join("1x2x2"), 20, 2, 4));
+    let two = run(2, &config(&src, &d.join("2x2"), 20, 2, 4));
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
     assert!(
         mean(&one_big.losses[15..]) < mean(&one_big.losses[..5]),
@@ -182,10 +152,10 @@ fn two_ranks_train_like_one_rank_with_the_whole_batch_or_with_accumulation() {
 #[test]
 fn zero1_equals_plain_data_parallel_and_three_ranks_shard_an_indivisible_count() {
     let tmp = tempfile::tempdir().unwrap();
-    make_data(tmp.path());
     let d = tmp.path();
-    let zero = run(2, &config(d, &d.join("zero"), 12, 2, 4));
-    let mut plain_cfg = config(d, &d.join("plain"), 12, 2, 4);
+    let src = make_data(d);
+    let zero = run(2, &config(&src, &d.join("zero"), 12, 2, 4));
+    let mut plain_cfg = config(&src, &d.join("plain"), 12, 2, 4);
     plain_cfg.dist.zero = false;
     let plain = run(2, &plain_cfg);
     assert_close(&zero, &plain, 1e-5, "ZeRO-1 vs plain data parallel");
@@ -198,21 +168,21 @@ fn zero1_equals_plain_data_parallel_and_three_ranks_shard_an_indivisible_count()
         0,
         "the test needs a parameter count that 3 does not divide"
     );
-    let three = run(3, &config(d, &d.join("3x2"), 12, 2, 6));
-    let one = run(1, &config(d, &d.join("1x6"), 12, 6, 6));
+    let three = run(3, &config(&src, &d.join("3x2"), 12, 2, 6));
+    let one = run(1, &config(&src, &d.join("1x6"), 12, 6, 6));
     assert_close(&one, &three, 1e-5, "1 rank × 6 vs 3 ranks × 2");
 }
 
 #[test]
 fn resuming_on_another_number_of_ranks_continues_the_same_run() {
     let tmp = tempfile::tempdir().unwrap();
-    make_data(tmp.path());
     let d = tmp.path();
-    let straight = run(2, &config(d, &d.join("straight"), 16, 2, 4));
+    let src = make_data(d);
+    let straight = run(2, &config(&src, &d.join("straight"), 16, 2, 4));
     // 2 ranks to step 8, then 1 rank (two micro-steps per step) to the end.
     let two_then_one = d.join("2to1");
-    run_until(2, &config(d, &two_then_one, 16, 2, 4), Some(8));
-    let mut c = config(d, &two_then_one, 16, 2, 4);
+    run_until(2, &config(&src, &two_then_one, 16, 2, 4), Some(8));
+    let mut c = config(&src, &two_then_one, 16, 2, 4);
     c.run.resume = true;
     let rest = run(1, &c);
     assert_eq!(rest.losses.len(), 8);
@@ -221,8 +191,8 @@ fn resuming_on_another_number_of_ranks_continues_the_same_run() {
     }
     // 1 rank to step 8, then 2 ranks.
     let one_then_two = d.join("1to2");
-    run_until(1, &config(d, &one_then_two, 16, 4, 4), Some(8));
-    let mut c = config(d, &one_then_two, 16, 2, 4);
+    run_until(1, &config(&src, &one_then_two, 16, 4, 4), Some(8));
+    let mut c = config(&src, &one_then_two, 16, 2, 4);
     c.run.resume = true;
     let rest = run(2, &c);
     for (i, (x, y)) in straight.losses[8..].iter().zip(&rest.losses).enumerate() {
@@ -230,8 +200,8 @@ fn resuming_on_another_number_of_ranks_continues_the_same_run() {
     }
     // Same world size: bit-identical to the uninterrupted run.
     let again = d.join("2to2");
-    run_until(2, &config(d, &again, 16, 2, 4), Some(8));
-    let mut c = config(d, &again, 16, 2, 4);
+    run_until(2, &config(&src, &again, 16, 2, 4), Some(8));
+    let mut c = config(&src, &again, 16, 2, 4);
     c.run.resume = true;
     let rest = run(2, &c);
     assert_eq!(
