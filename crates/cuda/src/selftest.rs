@@ -647,7 +647,62 @@ pub fn run(cuda: &CudaBackend, o: &Options) -> Vec<Check> {
     );
 
     train_step(&mut out, cuda, o);
+    nccl_round_trip(&mut out, cuda);
     out
+}
+
+/// NCCL at world size 1 on this GPU, the path a multi-GPU job takes for its gradients and
+/// parameters: reduce-scatter and all-gather of device buffers on the backend's stream, and a
+/// host all-reduce staged through the device. Skipped (with a line) when NCCL is not installed.
+fn nccl_round_trip(out: &mut Vec<Check>, cuda: &CudaBackend) {
+    use tinyllama_dist::{Collective, DeviceCollective, ReduceOp, SingleProcess};
+    if cuda.device().on_stream(&mut |_| Ok(())).is_none() {
+        return; // the emulator: no stream for NCCL to run on
+    }
+    if crate::discover::libraries().nccl.is_none() {
+        eprintln!("NCCL not found (libnccl.so.2): its round trip is skipped");
+        return;
+    }
+    let t = std::time::Instant::now();
+    let result = (|| -> anyhow::Result<f64> {
+        let nccl = crate::nccl::NcclCollective::open(
+            cuda.device().clone(),
+            0,
+            1,
+            crate::nccl::IdExchange::Host(&SingleProcess),
+        )?;
+        let x: Vec<f32> = (0..4099).map(|i| (i as f32 * 0.37).sin()).collect();
+        let a = cuda.upload(&x);
+        let mut b = cuda.zeros(x.len());
+        let mut c = cuda.zeros(x.len());
+        anyhow::ensure!(
+            DeviceCollective::reduce_scatter_f32(&nccl, cuda, &a, &mut b)?,
+            "reduce-scatter not taken"
+        );
+        anyhow::ensure!(
+            DeviceCollective::all_gather_f32(&nccl, cuda, &b, &mut c)?,
+            "all-gather not taken"
+        );
+        let mut h = [1.5f64, -2.0];
+        nccl.all_reduce_f64(&mut h, ReduceOp::Sum)?;
+        anyhow::ensure!(h == [1.5, -2.0], "host all-reduce gave {h:?}");
+        Ok(rel_err(&cuda.download(&c), &x))
+    })();
+    let (error, pass) = match result {
+        Ok(e) => (e, e == 0.0),
+        Err(e) => {
+            eprintln!("NCCL round trip failed: {e:#}");
+            (f64::NAN, false)
+        }
+    };
+    out.push(Check {
+        name: "NCCL round trip (1 rank)".into(),
+        shape: "4099".into(),
+        error,
+        tolerance: 0.0,
+        pass,
+        ms: t.elapsed().as_secs_f64() * 1e3,
+    });
 }
 
 /// The small model of the training-step check.
