@@ -290,6 +290,8 @@ fn run_serve(a: ServeBenchArgs) -> Result<()> {
             max_parallel: a.max_parallel.unwrap_or(max_clients),
             max_queue: max_clients * a.requests,
         },
+        limits: tinyllama_serve::conn::Limits::default(),
+        max_choices: None,
     };
     let srv = tinyllama_serve::spawn(loaded, "127.0.0.1:0".parse()?, &opts)?;
     if !a.json {
