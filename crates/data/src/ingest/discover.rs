@@ -27,18 +27,28 @@ fn has_glob_chars(s: &str) -> bool {
     s.contains(['*', '?', '['])
 }
 
-/// The format `Auto` resolves to for `path`.
+/// Whether the file starts with parquet's magic bytes.
+fn is_parquet(path: &Path) -> bool {
+    use std::io::Read;
+    let mut head = [0u8; 4];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut head))
+        .is_ok_and(|_| &head == b"PAR1")
+}
+
+/// The format `Auto` resolves to for `path`: parquet by its magic bytes or its name, jsonl by
+/// its name (under any compression suffix), text otherwise. Compression itself is recognised
+/// by magic bytes when the file is read.
 pub fn detect_format(path: &Path) -> Format {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().to_lowercase())
         .unwrap_or_default();
-    let base = name
-        .strip_suffix(".gz")
-        .or_else(|| name.strip_suffix(".zst"))
-        .or_else(|| name.strip_suffix(".zstd"))
+    let base = [".gz", ".zst", ".zstd", ".xz", ".bz2"]
+        .iter()
+        .find_map(|x| name.strip_suffix(x))
         .unwrap_or(&name);
-    if base.ends_with(".parquet") {
+    if base.ends_with(".parquet") || is_parquet(path) {
         Format::Parquet
     } else if base.ends_with(".jsonl") || base.ends_with(".json") || base.ends_with(".ndjson") {
         Format::Jsonl
@@ -158,5 +168,7 @@ mod tests {
         assert_eq!(detect_format(Path::new("a/B.JSON.gz")), Format::Jsonl);
         assert_eq!(detect_format(Path::new("x.parquet")), Format::Parquet);
         assert_eq!(detect_format(Path::new("x.txt")), Format::Text);
+        assert_eq!(detect_format(Path::new("a/b.jsonl.xz")), Format::Jsonl);
+        assert_eq!(detect_format(Path::new("a/b.JSONL.bz2")), Format::Jsonl);
     }
 }
