@@ -16,6 +16,7 @@
 
 mod emit;
 mod exec;
+mod leftovers;
 mod merge;
 mod pack;
 mod scan;
@@ -27,7 +28,7 @@ pub use pack::{Manifest, ManifestSource, ManifestSplit};
 use crate::config::{OutputFormat, PipelineConfig};
 use crate::dedup::MinHasher;
 use crate::filters::FilterChain;
-use crate::ingest::{discover, InputFile, ReadLimits};
+use crate::ingest::{discover_counting, InputFile, ReadLimits};
 use crate::packed::DType;
 use crate::report::Report;
 use anyhow::{bail, Context, Result};
@@ -152,6 +153,8 @@ pub(crate) struct Ctx<'a> {
     pub cfg: &'a PipelineConfig,
     pub opts: RunOptions,
     pub files: Vec<InputFile>,
+    /// Hidden files and directories the input paths left out.
+    pub hidden_skipped: u64,
     pub work: WorkDir,
     pub chains: Vec<Option<FilterChain>>,
     pub names: Vec<Arc<str>>,
@@ -201,7 +204,7 @@ impl<'a> Ctx<'a> {
                 opts.num_shards
             );
         }
-        let files = discover(cfg)?;
+        let (files, hidden_skipped) = discover_counting(cfg)?;
         let mut chains = Vec::new();
         let mut names = Vec::new();
         for (i, s) in cfg.sources.iter().enumerate() {
@@ -266,6 +269,7 @@ impl<'a> Ctx<'a> {
             opts: opts.clone(),
             work: WorkDir::new(cfg.work_dir()),
             files,
+            hidden_skipped,
             chains,
             names,
             minhash,
@@ -303,6 +307,34 @@ impl<'a> Ctx<'a> {
         }
     }
 
+    /// Removes temporary files a killed run left in the work and output directories.
+    fn clean_leftovers(&self) {
+        let mut n = leftovers::clean(&self.work.root);
+        if !self.work.root.starts_with(&self.cfg.output_dir) {
+            n += leftovers::clean(&self.cfg.output_dir);
+        } else {
+            // The work directory was cleaned above; the rest of the output directory now.
+            n += std::fs::read_dir(&self.cfg.output_dir)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter(|e| e.path() != self.work.root)
+                .map(|e| {
+                    if e.path().is_dir() {
+                        leftovers::clean(&e.path())
+                    } else {
+                        leftovers::clean_file(&e.path())
+                    }
+                })
+                .sum::<usize>();
+        }
+        if n > 0 {
+            self.log(&format!(
+                "removed {n} temporary files left by an interrupted run"
+            ));
+        }
+    }
+
     fn packed(&self) -> bool {
         self.cfg.output.format == OutputFormat::Packed
     }
@@ -322,6 +354,7 @@ pub fn run_with(cfg: &PipelineConfig, opts: &RunOptions) -> Result<Report> {
         );
     }
     let ctx = Ctx::new(cfg, opts)?;
+    ctx.clean_leftovers();
     let mut timings = BTreeMap::new();
     for stage in [Stage::Scan, Stage::Merge, Stage::Emit] {
         let t = Instant::now();
@@ -341,6 +374,7 @@ pub fn run_with(cfg: &PipelineConfig, opts: &RunOptions) -> Result<Report> {
 /// `pack`.
 pub fn run_stage(cfg: &PipelineConfig, stage: Stage, opts: &RunOptions) -> Result<Option<Report>> {
     let ctx = Ctx::new(cfg, opts)?;
+    ctx.clean_leftovers();
     if matches!(stage, Stage::Merge | Stage::Pack) && opts.num_shards > 1 {
         bail!(
             "the {} stage runs once over all shards: run it without --num-shards (as a single task)",
