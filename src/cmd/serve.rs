@@ -66,6 +66,9 @@ pub fn run(a: ServeArgs) -> Result<()> {
             a.max_parallel
         );
     }
+    if a.max_queue > 1_000_000 {
+        bail!("--max-queue must be at most 1000000, got {}", a.max_queue);
+    }
     if a.max_choices_per_request == Some(0) {
         bail!("--max-choices-per-request must be at least 1");
     }
