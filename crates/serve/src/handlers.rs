@@ -292,6 +292,12 @@ fn make_job(
 ) -> ApiResult<Job> {
     let ctx = st.scheduler.runner().context();
     let n = prompt.len();
+    if n == 0 {
+        return Err(ApiError::invalid(
+            "prompt",
+            "the prompt is empty; send at least one token",
+        ));
+    }
     if n >= ctx {
         return Err(ApiError::invalid(
             "messages/prompt",

@@ -1,9 +1,10 @@
 //! An OpenAI-compatible HTTP server: `POST /v1/completions`, `POST /v1/chat/completions`
-//! (server-sent events with `stream: true`), `GET /v1/models`, `GET /health`. Requests are
-//! decoded by the continuous-batching scheduler of `tinyllama-infer` on its own thread; the
-//! async side (axum on a small tokio runtime) only parses, queues and streams. This crate is
-//! the only one that depends on tokio. Every wait a client can impose is bounded (see
-//! [`conn`]) and so is every per-request cost (see [`RequestLimits`]).
+//! (server-sent events with `stream: true`), `GET /v1/models`, `GET /v1/models/{id}`,
+//! `GET /health`. Requests are decoded by the continuous-batching scheduler of
+//! `tinyllama-infer` on its own thread; the async side (hyper and axum on a small tokio
+//! runtime) only parses, queues and streams. This crate is the only one that depends on
+//! tokio. Every wait a client can impose is bounded (see [`conn`]) and so is every
+//! per-request cost (see [`RequestLimits`]).
 
 pub mod bench;
 pub mod body;
@@ -198,7 +199,7 @@ pub fn run(loaded: Loaded, addr: SocketAddr, opts: &ServeOptions) -> Result<()> 
             .await
             .with_context(|| format!("cannot listen on {addr}"))?;
         eprintln!(
-            "serving `{}` on http://{} (POST /v1/completions, POST /v1/chat/completions, GET /v1/models, GET /health); Ctrl-C stops",
+            "serving `{}` on http://{} (POST /v1/completions, POST /v1/chat/completions, GET /v1/models[/{{id}}], GET /health); Ctrl-C stops",
             st.model_name,
             listener.local_addr()?
         );

@@ -1,7 +1,10 @@
 //! Chat prompts as token ids, keeping what the client wrote apart from the template's own
 //! control tokens: a message that contains `</s>` (or any other special token's text) must not
 //! end or forge a turn, so message contents are tokenised as plain text and special tokens
-//! come only from the template.
+//! come only from the template. Only a conversation that contains such text is tokenised piece
+//! by piece (template text, then each content); the pieces' seams can then differ from
+//! whole-text tokenisation (e.g. SentencePiece's prefix space), which is the price of keeping
+//! the turn structure intact. Every other conversation tokenises exactly as before.
 
 use crate::error::{ApiError, ApiResult};
 use tinyllama_infer::{ChatTemplate, Message};

@@ -526,6 +526,18 @@ fn logprobs_echo_and_scoring_in_the_shapes_clients_send() {
             .unwrap()
             .starts_with("hello world"));
     }
+    // An empty token list is a clear 400, with or without scoring.
+    for body in [
+        json!({"prompt": [[]], "echo": true, "logprobs": 1, "max_tokens": 0}),
+        json!({"prompt": [[]], "max_tokens": 2}),
+    ] {
+        let r = post(a, "/v1/completions", &body);
+        assert_eq!(r.status, 400, "{}", r.body);
+        assert!(r.json().unwrap()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("empty"));
+    }
 
     // Chat: OpenAI's `content` list with top alternatives.
     let v = post(
