@@ -187,6 +187,31 @@ fn every_subcommand_refuses_bad_numbers_cleanly() {
         (pre.clone(), "--global-batch", vec!["0"]),
         (pre.clone(), "--lr", vec!["0", "-1", "nan", "inf"]),
         (pre.clone(), "--max-steps", vec!["0"]),
+        (
+            s(&["data", "gen-bench-corpus", "--output", &out]),
+            "--mb",
+            vec!["0", "10000000000000"],
+        ),
+        (
+            s(&["data", "gen-bench-corpus", "--output", &out, "--mb", "1"]),
+            "--files",
+            vec!["0", "100000000"],
+        ),
+        (
+            s(&[
+                "data",
+                "bench",
+                "--input",
+                &text,
+                "--tokenizer",
+                &tokjson,
+                "--output",
+                &out,
+            ]),
+            "--tokenize-mb",
+            vec!["0", "10000000000000"],
+        ),
+        (s(&["data", "inspect", &text]), "--sample", vec!["0"]),
     ];
     for c in cases.iter_mut() {
         c.2.extend(bad);
