@@ -60,25 +60,47 @@ fn temporary_files_of_a_killed_run_are_removed_next_time() {
         plant(out.join(format!("s/.shard-00000.jsonl.zst.tmp.{pid}")), old),
         plant(out.join(format!(".report.json.tmp.{pid}")), old),
     ];
-    // Kept: a live process's file, a dead one's that is still fresh, and a non-temporary name.
+    // Written a moment ago by the killed run: an unsharded run owns it, so it goes too.
+    let fresh = plant(
+        out.join(format!("work/emit/.00002.train.tmp.{pid}")),
+        Duration::ZERO,
+    );
+    // Kept: a live process's file and a non-temporary name.
     let kept = [
         plant(
             out.join(format!("work/emit/.00001.train.tmp.{}", std::process::id())),
             old,
         ),
-        plant(
-            out.join(format!("work/emit/.00002.train.tmp.{pid}")),
-            Duration::ZERO,
-        ),
         plant(out.join(format!("work/emit/notes.tmp.{pid}")), old),
     ];
     run_with(&cfg, &quiet()).unwrap();
+    assert!(!fresh.exists(), "{} was left", fresh.display());
     for p in &leftovers {
         assert!(!p.exists(), "{} was left", p.display());
     }
     for p in &kept {
         assert!(p.exists(), "{} was removed", p.display());
     }
+}
+
+#[test]
+fn a_shard_removes_only_its_own_fresh_temporary_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let work = dir.path().join("out/work/scan");
+    let pid = dead_pid();
+    // Shard 0 of 2 owns input file 0; file 1's may be in progress on another machine.
+    let mine = plant(work.join(format!(".00000.sig.tmp.{pid}")), Duration::ZERO);
+    let theirs = plant(work.join(format!(".00001.sig.tmp.{pid}")), Duration::ZERO);
+    let opts = RunOptions {
+        quiet: true,
+        num_shards: 2,
+        shard_index: 0,
+        ..Default::default()
+    };
+    run_stage(&cfg, Stage::Scan, &opts).unwrap();
+    assert!(!mine.exists());
+    assert!(theirs.exists());
 }
 
 #[test]

@@ -309,28 +309,30 @@ impl<'a> Ctx<'a> {
 
     /// Removes temporary files a killed run left in the work and output directories.
     fn clean_leftovers(&self) {
-        let mut n = leftovers::clean(&self.work.root);
-        if !self.work.root.starts_with(&self.cfg.output_dir) {
-            n += leftovers::clean(&self.cfg.output_dir);
-        } else {
-            // The work directory was cleaned above; the rest of the output directory now.
-            n += std::fs::read_dir(&self.cfg.output_dir)
-                .into_iter()
-                .flatten()
-                .flatten()
-                .filter(|e| e.path() != self.work.root)
-                .map(|e| {
-                    if e.path().is_dir() {
-                        leftovers::clean(&e.path())
-                    } else {
-                        leftovers::clean_file(&e.path())
-                    }
-                })
-                .sum::<usize>();
-        }
-        if n > 0 {
+        let (n, i) = (self.opts.num_shards, self.opts.shard_index);
+        let (scan, emit) = (self.work.root.join("scan"), self.work.root.join("emit"));
+        // Unsharded runs own every file; a shard owns the scan and emit files of its inputs.
+        let owned = |p: &std::path::Path| {
+            n <= 1
+                || (p.parent().is_some_and(|d| d == scan || d == emit)
+                    && leftovers::file_index(p).is_some_and(|f| f % n == i))
+        };
+        let mut removed = leftovers::clean(&self.work.root, &owned);
+        // The rest of the output directory (shards, report), when the work directory is in it.
+        removed += std::fs::read_dir(&self.cfg.output_dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.path() != self.work.root)
+            .map(|e| match e.file_type() {
+                Ok(t) if t.is_dir() => leftovers::clean(&e.path(), &owned),
+                Ok(t) if t.is_file() => leftovers::clean_file(&e.path(), &owned),
+                _ => 0,
+            })
+            .sum::<usize>();
+        if removed > 0 {
             self.log(&format!(
-                "removed {n} temporary files left by an interrupted run"
+                "removed {removed} temporary files left by an interrupted run"
             ));
         }
     }
