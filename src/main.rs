@@ -9,7 +9,8 @@ mod cmd;
 #[derive(Parser)]
 #[command(name = "tinyllama", version, about = "Pre-train, evaluate and serve Llama-2-architecture language models", long_about = None)]
 struct Cli {
-    /// Worker threads for CPU compute (default: all cores).
+    /// Worker threads for CPU compute (default: all cores; at most 4 per core, between 64 and
+    /// 1024).
     #[arg(long, global = true, env = "TINYLLAMA_THREADS")]
     threads: Option<usize>,
     #[command(subcommand)]

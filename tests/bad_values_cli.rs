@@ -117,6 +117,16 @@ fn every_subcommand_refuses_bad_numbers_cleanly() {
         &hs_file,
     ]);
     let decode = s(&["bench", "decode", "--model", &model, "--formats", "f32"]);
+    let beval = s(&[
+        "bench",
+        "eval",
+        "--model",
+        &model,
+        "--task",
+        "hellaswag",
+        "--file",
+        &hs.display().to_string(),
+    ]);
     let bserve = s(&[
         "bench", "serve", "--model", &model, "--prompt", "8", "--gen", "4",
     ]);
@@ -212,6 +222,8 @@ fn every_subcommand_refuses_bad_numbers_cleanly() {
             vec!["0", "10000000000000"],
         ),
         (s(&["data", "inspect", &text]), "--sample", vec!["0"]),
+        (beval.clone(), "--limit", vec!["0"]),
+        (beval.clone(), "--batch-size", vec!["0"]),
     ];
     for c in cases.iter_mut() {
         c.2.extend(bad);
