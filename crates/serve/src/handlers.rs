@@ -11,7 +11,7 @@ use crate::request::{
 };
 use crate::AppState;
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
@@ -126,10 +126,14 @@ pub async fn models(State(st): St, headers: HeaderMap) -> Response {
     json_response(json!({"object": "list", "data": [model_object(&st)]}))
 }
 
-pub async fn model(State(st): St, headers: HeaderMap, Path(id): Path<String>) -> Response {
+pub async fn model(State(st): St, headers: HeaderMap, uri: Uri) -> Response {
     if let Err(e) = check_key(&st, &headers) {
         return e.into_response();
     }
+    // Read from the URI rather than with axum's `Path`, whose rejection (bad percent-encoding)
+    // would be a plain-text body instead of OpenAI's error shape.
+    let raw = uri.path().strip_prefix("/v1/models/").unwrap_or_default();
+    let id = percent_decode(raw);
     if id != st.model_name {
         return ApiError::not_found(
             format!(
@@ -141,6 +145,32 @@ pub async fn model(State(st): St, headers: HeaderMap, Path(id): Path<String>) ->
         .into_response();
     }
     json_response(model_object(&st))
+}
+
+/// `%XX` escapes decoded; invalid ones and invalid UTF-8 are kept as they are (the id then
+/// simply does not match).
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match (
+            b[i],
+            b.get(i + 1).and_then(|&c| hex(c)),
+            b.get(i + 2).and_then(|&c| hex(c)),
+        ) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).unwrap_or_else(|_| s.to_string())
 }
 
 pub async fn not_found(method: Method, uri: Uri) -> ApiError {

@@ -384,9 +384,17 @@ fn openai_error_shapes_models_and_refused_options() {
     let r = call("GET", "/v1/models/tiny", None);
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.json().unwrap()["id"], "tiny");
-    let r = call("GET", "/v1/models/other", None);
-    assert_eq!(r.status, 404);
-    assert_eq!(r.json().unwrap()["error"]["code"], "model_not_found");
+    for path in [
+        "/v1/models/other",
+        "/v1/models/%ff%zz",
+        "/v1/models/org%2Fname",
+    ] {
+        let r = call("GET", path, None);
+        assert_eq!(r.status, 404, "{path}");
+        assert_eq!(r.json().unwrap()["error"]["code"], "model_not_found");
+    }
+    let r = call("GET", "/v1/models/t%69ny", None);
+    assert_eq!(r.json().unwrap()["id"], "tiny");
 
     let user = json!([{"role": "user", "content": "hi"}]);
     for (extra, param) in [
