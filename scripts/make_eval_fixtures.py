@@ -156,12 +156,18 @@ def foundry_to_hf(task: str, r: dict) -> dict:
     raise ValueError(task)
 
 
+def is_wikihow(body: str) -> bool:
+    """Without a source field: a "How to" context that ends a sentence. ActivityNet contexts can
+    start with "How to" too (validation item 2566) but end in the unfinished ctx_b."""
+    return body.startswith("How to ") and body.rstrip().rstrip("\"')").endswith((".", "?", "!"))
+
+
 def six_line_to_hf(lines: list[str]) -> dict:
     """A HellaSwag 6-line record: `label: ctx_a ctx_b` with ctx_b's capital lost. For ActivityNet
     records ctx_b is taken as the text after the last sentence end when it starts lower-case."""
     label, body = lines[0].split(": ", 1)
     ctx_a, ctx_b = body, ""
-    if not body.startswith("How to "):
+    if not is_wikihow(body):
         ends = [body.rfind(p) + 2 for p in (". ", "? ", "! ") if body.rfind(p) >= 0]
         if ends and body[max(ends)][:1].islower():
             i = max(ends)
@@ -178,7 +184,7 @@ def shared_items(task: str, eval_dir: Path, rows: int):
         lines = bz2.decompress(path.read_bytes()).decode("utf-8").split("\n")
         recs = [lines[i:i + 6] for i in range(0, len(lines) - 5, 6)]
         picks = list(range(rows))
-        picks.append(next(i for i, r in enumerate(recs) if r[0].split(": ", 1)[1].startswith("How to ")))
+        picks.append(next(i for i, r in enumerate(recs) if is_wikihow(r[0].split(": ", 1)[1])))
         picks.append(next(i for i, r in enumerate(recs) if "[" in r[0]))
         for i in picks:
             out.append(({"file": FILES[task], "line": 6 * i + 1}, hf_item(task, six_line_to_hf(recs[i]))))

@@ -2,14 +2,15 @@
 //! This file only parses arguments and dispatches; every command lives in `cmd/` as a thin
 //! shell over the library crates.
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 mod cmd;
 
 #[derive(Parser)]
 #[command(name = "tinyllama", version, about = "Pre-train, evaluate and serve Llama-2-architecture language models", long_about = None)]
 struct Cli {
-    /// Worker threads for CPU compute (default: all cores).
+    /// Worker threads for CPU compute (default: all cores; at most 4 per core, between 64 and
+    /// 1024).
     #[arg(long, global = true, env = "TINYLLAMA_THREADS")]
     threads: Option<usize>,
     #[command(subcommand)]
@@ -49,13 +50,35 @@ enum Command {
     Selftest(cmd::selftest::SelftestArgs),
 }
 
+/// Lets `--x -1` reach the option's parser, which then says why -1 is not accepted, instead
+/// of clap reading `-1` as an unknown flag ("unexpected argument '-1'").
+fn allow_negative_numbers(c: clap::Command) -> clap::Command {
+    c.allow_negative_numbers(true)
+        .mut_subcommands(allow_negative_numbers)
+}
+
+/// Most worker threads `--threads` accepts: beyond a few per core they only add overhead,
+/// and a typo like 100000 would try to spawn that many.
+fn max_threads(cores: usize) -> usize {
+    (4 * cores).clamp(64, 1024)
+}
+
 fn main() {
-    let cli = Cli::parse();
-    let threads = cli.threads.unwrap_or_else(|| {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-    });
+    let matches = allow_negative_numbers(Cli::command()).get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    if let Some(t) = cli.threads {
+        if t == 0 || t > max_threads(cores) {
+            eprintln!(
+                "error: --threads (or TINYLLAMA_THREADS) must be in 1..={} ({cores} cores here), got {t}",
+                max_threads(cores)
+            );
+            std::process::exit(2);
+        }
+    }
+    let threads = cli.threads.unwrap_or(cores);
     if let Err(e) = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build_global()

@@ -160,6 +160,11 @@ fn llama_bench(bin: &Path, gguf: &Path, a: &DecodeBenchArgs, threads: usize) -> 
 }
 
 fn run_decode(a: DecodeBenchArgs) -> Result<()> {
+    for (flag, v) in [("--prompt", a.prompt), ("--gen", a.gen), ("--reps", a.reps)] {
+        if v == 0 {
+            bail!("{flag} must be at least 1");
+        }
+    }
     let formats = a
         .formats
         .iter()
@@ -174,6 +179,14 @@ fn run_decode(a: DecodeBenchArgs) -> Result<()> {
         }
     }
     let (host, what) = bench_weights(&a.preset, a.model.as_deref(), a.seed)?;
+    let ctx = host.config.max_seq_len;
+    if a.prompt.saturating_add(a.gen) > ctx {
+        bail!(
+            "--prompt {} + --gen {} must fit the model's context of {ctx}",
+            a.prompt,
+            a.gen
+        );
+    }
     let threads = rayon::current_num_threads();
     let vocab = match &a.model {
         Some(dir) if a.llama_bench.is_some() => {
@@ -252,13 +265,19 @@ fn run_serve(a: ServeBenchArgs) -> Result<()> {
     use tinyllama_infer::batch::SchedulerConfig;
     use tinyllama_infer::loader::Loaded;
     use tinyllama_model::rng::Rng;
-    if a.clients.is_empty() || a.clients.contains(&0) {
-        bail!("--clients needs positive counts, e.g. 1,8,32");
+    if a.clients.is_empty() || a.clients.iter().any(|&c| c == 0 || c > 1024) {
+        bail!("--clients needs counts in 1..=1024, e.g. 1,8,32");
+    }
+    if a.requests == 0 || a.gen == 0 {
+        bail!("--requests and --gen must be at least 1");
+    }
+    if a.max_parallel == Some(0) {
+        bail!("--max-parallel must be at least 1");
     }
     let format = WeightFormat::parse(&a.quant)?;
     let (host, what) = bench_weights(&a.preset, a.model.as_deref(), a.seed)?;
     let cfg = host.config.clone();
-    if a.prompt + a.gen > cfg.max_seq_len || a.prompt == 0 {
+    if a.prompt.saturating_add(a.gen) > cfg.max_seq_len || a.prompt == 0 {
         bail!(
             "--prompt {} + --gen {} must fit the model's context of {} (prompt ≥ 1)",
             a.prompt,
@@ -290,6 +309,8 @@ fn run_serve(a: ServeBenchArgs) -> Result<()> {
             max_parallel: a.max_parallel.unwrap_or(max_clients),
             max_queue: max_clients * a.requests,
         },
+        limits: tinyllama_serve::conn::Limits::default(),
+        max_choices: None,
     };
     let srv = tinyllama_serve::spawn(loaded, "127.0.0.1:0".parse()?, &opts)?;
     if !a.json {
@@ -364,6 +385,30 @@ pub struct TrainBenchArgs {
     pub profile: bool,
 }
 
+/// Tokens one benchmark step may hold (activations grow with it): far above any useful
+/// micro-batch on one device, far below what exhausts memory by a typo.
+const MAX_STEP_TOKENS: usize = 1 << 20;
+
+/// Refuses shapes the engine cannot run (it sizes its buffers from them) before any work.
+fn check_train_shape(batch: usize, seq: usize, context: usize, steps: usize) -> Result<()> {
+    if batch == 0 {
+        bail!("--micro-batch (--batch) must be at least 1");
+    }
+    if seq == 0 || seq > context {
+        bail!("--seq must be in 1..={context} (the preset's context), got {seq}");
+    }
+    if batch.saturating_mul(seq) > MAX_STEP_TOKENS {
+        bail!(
+            "--micro-batch {batch} × --seq {seq} is {} tokens per step; at most {MAX_STEP_TOKENS} are allowed",
+            batch.saturating_mul(seq)
+        );
+    }
+    if steps == 0 {
+        bail!("--steps must be at least 1 (the median of the timed steps is reported)");
+    }
+    Ok(())
+}
+
 pub fn run(c: BenchCommand) -> Result<()> {
     match c {
         BenchCommand::Eval(a) => super::eval_bench::run(*a),
@@ -372,6 +417,7 @@ pub fn run(c: BenchCommand) -> Result<()> {
         BenchCommand::Train(a) => {
             let cfg = presets::get(&a.preset)?;
             let seq = a.seq.unwrap_or(cfg.max_seq_len);
+            check_train_shape(a.batch, seq, cfg.max_seq_len, a.steps)?;
             // Started as one of several ranks (mpirun): the data-parallel step of the job.
             let coll = tinyllama_dist::open()?;
             if coll.world() > 1 {

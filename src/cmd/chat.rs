@@ -34,6 +34,9 @@ const HELP: &str =
 /system alone clears it), /exit (or Ctrl-D)";
 
 pub fn run(a: ChatArgs) -> Result<()> {
+    if a.max_new_tokens == 0 {
+        anyhow::bail!("--max-new-tokens must be at least 1");
+    }
     let loaded = a.model.load()?;
     let (runner, tok, tmpl) = (&loaded.runner, &loaded.tokenizer, &loaded.template);
     let sampling = a.sampling.params()?;

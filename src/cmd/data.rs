@@ -145,6 +145,9 @@ pub struct GenArgs {
     pub seed: u64,
 }
 
+/// Megabytes a benchmark corpus or sample may ask for (1 TB): beyond, only a typo.
+const MAX_MB: u64 = 1_000_000;
+
 fn env_usize(name: &str) -> Option<usize> {
     std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
 }
@@ -306,6 +309,9 @@ pub fn run(a: DataArgs) -> Result<()> {
             run_config(&cfg, &a.shard)
         }
         DataCommand::Inspect(a) => {
+            if !(1..=1_000_000).contains(&a.sample) {
+                bail!("--sample must be in 1..=1000000 tokens, got {}", a.sample);
+            }
             let s = tinyllama_data::inspect::inspect(
                 &a.shard,
                 &tinyllama_data::inspect::InspectOptions {
@@ -319,6 +325,12 @@ pub fn run(a: DataArgs) -> Result<()> {
             Ok(())
         }
         DataCommand::Bench(a) => {
+            if !(1..=MAX_MB).contains(&a.tokenize_mb) {
+                bail!(
+                    "--tokenize-mb must be in 1..={MAX_MB}, got {}",
+                    a.tokenize_mb
+                );
+            }
             let r = tinyllama_data::bench::run(&tinyllama_data::bench::BenchOptions {
                 inputs: a.input,
                 text_field: a.text_field,
@@ -334,6 +346,12 @@ pub fn run(a: DataArgs) -> Result<()> {
             Ok(())
         }
         DataCommand::GenBenchCorpus(a) => {
+            if !(1..=MAX_MB).contains(&a.mb) {
+                bail!("--mb must be in 1..={MAX_MB}, got {}", a.mb);
+            }
+            if !(1..=100_000).contains(&a.files) {
+                bail!("--files must be in 1..=100000, got {}", a.files);
+            }
             let s = tinyllama_data::benchcorpus::generate(
                 &a.output,
                 &tinyllama_data::benchcorpus::CorpusSpec {

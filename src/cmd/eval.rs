@@ -68,6 +68,7 @@ pub fn run(c: EvalCommand) -> Result<()> {
     match c {
         EvalCommand::Perplexity(a) => {
             check_device(&a.device)?;
+            check_perplexity_args(&a)?;
             let p = match &a.shards {
                 Some(dir) => perplexity_of_shards(&a, dir)?,
                 None => perplexity_of_text(&a)?,
@@ -85,19 +86,44 @@ pub fn run(c: EvalCommand) -> Result<()> {
     }
 }
 
+/// What can be checked before loading the model.
+fn check_perplexity_args(a: &PerplexityArgs) -> Result<()> {
+    if a.window.is_some_and(|w| w < 2) {
+        bail!("--window must be at least 2 tokens (one to predict from, one to score)");
+    }
+    if a.stride == Some(0) {
+        bail!("--stride must be at least 1");
+    }
+    if a.max_tokens == Some(0) {
+        bail!("--max-tokens must be at least 1 (leave it out to score every token)");
+    }
+    if a.batch_size == 0 {
+        bail!("--batch-size must be at least 1");
+    }
+    Ok(())
+}
+
+/// The window: at most the model's context.
+fn window_for(a: &PerplexityArgs, context: usize) -> Result<usize> {
+    match a.window {
+        Some(w) if w > context => {
+            bail!("--window must be in 2..={context} (the model's context), got {w}")
+        }
+        Some(w) => Ok(w),
+        None => Ok(context),
+    }
+}
+
 fn perplexity_of_text(a: &PerplexityArgs) -> Result<Perplexity> {
     let input = a.input.as_ref().expect("clap requires --input or --shards");
     let (model, tok) = load_cpu_model(&a.model, a.tokenizer.as_deref())?;
     let text = std::fs::read_to_string(input)
         .with_context(|| format!("cannot read {} (it must be UTF-8 text)", input.display()))?;
     let ids = tok.encode_with_bos(&text)?;
-    let window = a
-        .window
-        .unwrap_or(model.cfg.max_seq_len)
-        .min(model.cfg.max_seq_len);
+    let window = window_for(a, model.cfg.max_seq_len)?;
     let stride = a.stride.unwrap_or((window / 2).max(1));
     if !(1..=window).contains(&stride) {
-        anyhow::bail!("--stride must be in 1..={window}");
+        bail!("--stride must be in 1..={window} (the window), got {stride}");
     }
     if let Some(q) = &a.quant {
         // Score with the quantised decode runtime to measure what the weight format costs.
@@ -130,7 +156,7 @@ fn perplexity_of_shards(a: &PerplexityArgs, dir: &Path) -> Result<Perplexity> {
         None => all_bin_files(dir)?,
     };
     let reader = PackedReader::open(&files)?;
-    let window = a.window.unwrap_or(model.cfg.max_seq_len);
+    let window = window_for(a, model.cfg.max_seq_len)?;
     let bar = super::progress_bar(0, "windows");
     let p = shard_perplexity(
         &model,

@@ -100,6 +100,9 @@ fn model_and_tokenizer(a: &EvalBenchArgs) -> Result<(Llama<CpuBackend<f32>>, Tok
 
 pub fn run(a: EvalBenchArgs) -> Result<()> {
     check_device(&a.device)?;
+    if a.limit == 0 || a.batch_size == 0 {
+        bail!("--limit and --batch-size must be at least 1");
+    }
     let task = Task::parse_list(&a.task)?[0];
     let path = match &a.file {
         Some(p) => p.clone(),

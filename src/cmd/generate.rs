@@ -33,6 +33,9 @@ pub struct GenerateArgs {
 }
 
 pub fn run(a: GenerateArgs) -> Result<()> {
+    if a.max_new_tokens == 0 {
+        anyhow::bail!("--max-new-tokens must be at least 1");
+    }
     let mut loaded = a.model.load()?;
     let (runner, tok) = (&loaded.runner, &loaded.tokenizer);
     let params = GenParams {

@@ -7,6 +7,10 @@ use tinyllama_engine::sampling::SamplingParams;
 use tinyllama_infer::loader::{load, LoadOptions, Loaded};
 use tinyllama_infer::WeightFormat;
 
+/// Draft tokens per step at most: acceptance falls geometrically with k, so more only wastes
+/// the draft model's time.
+const MAX_DRAFT_K: usize = 64;
+
 #[derive(Args, Clone)]
 pub struct ModelOpts {
     /// Hugging Face model directory (config.json, safetensors weights, tokenizer.json).
@@ -37,8 +41,11 @@ pub struct ModelOpts {
 impl ModelOpts {
     pub fn load(&self) -> Result<Loaded> {
         super::common::check_device(&self.device)?;
-        if self.draft_model.is_some() && self.draft_k == 0 {
-            bail!("--draft-k must be at least 1");
+        if !(1..=MAX_DRAFT_K).contains(&self.draft_k) {
+            bail!(
+                "--draft-k must be in 1..={MAX_DRAFT_K}, got {}",
+                self.draft_k
+            );
         }
         load(&LoadOptions {
             model: self.model.clone(),
@@ -98,8 +105,9 @@ impl SamplingOpts {
 
 /// Range checks with the option to fix in the message.
 pub fn check_sampling(t: f32, _k: usize, p: f32, min_p: f32, rep: f32) -> Result<()> {
-    if !(t.is_finite() && t >= 0.0) {
-        bail!("--temperature must be 0 (greedy) or positive, got {t}");
+    // Above 100 the distribution is uniform to within float rounding: only a typo asks for it.
+    if !(t.is_finite() && (0.0..=100.0).contains(&t)) {
+        bail!("--temperature must be 0 (greedy) or positive up to 100, got {t}");
     }
     if !(p > 0.0 && p <= 1.0) {
         bail!("--top-p must be in (0, 1], got {p}");
@@ -107,8 +115,8 @@ pub fn check_sampling(t: f32, _k: usize, p: f32, min_p: f32, rep: f32) -> Result
     if !(0.0..=1.0).contains(&min_p) {
         bail!("--min-p must be in [0, 1], got {min_p}");
     }
-    if !(rep.is_finite() && rep > 0.0) {
-        bail!("--repetition-penalty must be positive, got {rep}");
+    if !(rep.is_finite() && rep > 0.0 && rep <= 100.0) {
+        bail!("--repetition-penalty must be in (0, 100] (1 = off), got {rep}");
     }
     Ok(())
 }

@@ -55,7 +55,36 @@ pub struct PretrainArgs {
     pub demo_steps: u64,
 }
 
+/// The command-line overrides, checked before anything is read or started.
+fn check_overrides(a: &PretrainArgs) -> Result<()> {
+    for (flag, v) in [
+        ("--max-steps", a.max_steps),
+        ("--save-every", a.save_every),
+        ("--micro-batch", a.micro_batch.map(|v| v as u64)),
+        ("--global-batch", a.global_batch.map(|v| v as u64)),
+    ] {
+        if v == Some(0) {
+            bail!("{flag} must be at least 1");
+        }
+    }
+    if let (Some(m), Some(g)) = (a.micro_batch, a.global_batch) {
+        if g % m != 0 {
+            bail!("--global-batch {g} must be a multiple of --micro-batch {m}");
+        }
+    }
+    if let Some(lr) = a.lr {
+        if !(lr.is_finite() && lr > 0.0 && lr < 10.0) {
+            bail!("--lr must be a positive learning rate below 10 (e.g. 4e-4), got {lr}");
+        }
+    }
+    if a.demo_steps == 0 {
+        bail!("--demo-steps must be at least 1");
+    }
+    Ok(())
+}
+
 pub fn run(a: PretrainArgs) -> Result<()> {
+    check_overrides(&a)?;
     let Some(path) = &a.config else {
         if let Some(i) = tinyllama_dist::LaunchInfo::detect()?.filter(|i| i.world > 1) {
             bail!(

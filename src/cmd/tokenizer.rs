@@ -49,9 +49,32 @@ pub struct TrainArgs {
     pub seed: u64,
 }
 
+/// 16 TiB: far beyond any machine's memory, so only a typo (or a negative number) is refused.
+const MAX_BUDGET_MB: u64 = 1 << 24;
+/// The reserved tokens plus at least one learned token.
+const MIN_VOCAB: usize = tinyllama_data::tokenizer_train::RESERVED + 1;
+/// Ids must fit the u32 token ids (and far exceed any useful vocabulary).
+const MAX_VOCAB: usize = 1 << 24;
+
 pub fn run(a: TokenizerArgs) -> Result<()> {
     match a.command {
         TokenizerCommand::Train(t) => {
+            // Checked before reading any input, so a typo costs nothing.
+            if t.memory_budget_mb == 0 || t.memory_budget_mb > MAX_BUDGET_MB {
+                bail!(
+                    "--memory-budget-mb must be in 1..={MAX_BUDGET_MB} (text sampled for training), got {}",
+                    t.memory_budget_mb
+                );
+            }
+            if !(MIN_VOCAB..=MAX_VOCAB).contains(&t.vocab_size) {
+                bail!(
+                    "--vocab-size must be in {MIN_VOCAB}..={MAX_VOCAB} (3 special and 256 byte tokens come first), got {}",
+                    t.vocab_size
+                );
+            }
+            if t.min_frequency == 0 {
+                bail!("--min-frequency must be at least 1");
+            }
             let format = match t.format.as_str() {
                 "auto" => Format::Auto,
                 "jsonl" => Format::Jsonl,

@@ -81,6 +81,10 @@ pub struct Report {
     pub val_tokens: u64,
     /// Wall-clock seconds of the stages run in the reporting process.
     pub timings: BTreeMap<String, f64>,
+    /// Hidden files and directories under the input paths that were not read (names starting
+    /// with `.`; see docs/data.md).
+    #[serde(default)]
+    pub hidden_skipped: u64,
 }
 
 fn cell(s: &str, w: usize) -> String {
@@ -106,6 +110,13 @@ impl Report {
                 s.docs_out,
                 human_bytes(s.bytes_out),
                 s.docs_in - s.docs_out.min(s.docs_in)
+            );
+        }
+        if self.hidden_skipped > 0 {
+            let _ = writeln!(
+                o,
+                "skipped {} hidden files/directories under the input paths (name them with their leading dot to read them)",
+                self.hidden_skipped
             );
         }
         let mut rules: Vec<(&String, &RuleStats)> = self.scan.rejected.iter().collect();

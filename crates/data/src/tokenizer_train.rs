@@ -9,6 +9,12 @@
 //! - the post-processor adds `<s>` for callers that ask for special tokens (transformers does
 //!   by default); the data pipeline does not, see `docs/data.md`.
 //!
+//! BPE learns whatever strings are frequent, including the text `</s>` or `<0x0A>` when the
+//! corpus contains it; such a token would share its string with a reserved token and so be
+//! encoded as EOS or a byte. Training therefore learns a few spare merges, drops every merge
+//! that would spell a reserved string (and those built on it), and keeps exactly as many as
+//! the requested vocabulary size leaves room for.
+//!
 //! The training corpus is sampled to a memory budget: every document gets a pseudo-random key
 //! from its content and a seed, and the documents with the smallest keys that fit the budget
 //! are kept — a uniform sample, chosen in one pass, the same on every machine.
@@ -85,17 +91,24 @@ pub fn train<S: AsRef<str> + Send>(
         PrependScheme::First,
         true,
     ))));
+    // Spare merges to replace the ones dropped for spelling a reserved token.
+    let spare = 16 + learned / 50;
     let mut trainer = TrainerWrapper::BpeTrainer(
         BpeTrainerBuilder::new()
-            .vocab_size(learned)
+            .vocab_size(learned + spare)
             .min_frequency(opts.min_frequency)
             .limit_alphabet(limit_alphabet)
             .max_token_length(opts.max_token_length)
             .show_progress(!opts.quiet)
             .build(),
     );
-    t.train(&mut trainer, texts.into_iter())
-        .map_err(|e| anyhow::anyhow!("tokenizer training failed: {e}"))?;
+    t.train(
+        &mut trainer,
+        texts
+            .into_iter()
+            .map(|x| break_reserved(x.as_ref()).into_owned()),
+    )
+    .map_err(|e| anyhow::anyhow!("tokenizer training failed: {e}"))?;
     let model = serde_json::to_value(t.get_model()).context("reading the trained model")?;
     let mut trained: Vec<(String, u32)> = t.get_vocab(false).into_iter().collect();
     trained.sort_by_key(|(_, id)| *id);
@@ -104,7 +117,90 @@ pub fn train<S: AsRef<str> + Send>(
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default();
+    let (trained, merges) = without_reserved(trained, merges, learned)?;
     assemble(trained, merges)
+}
+
+/// The text as BPE should learn from it: a space after each `<` that starts a reserved string,
+/// so that (words being split at spaces) no token can spell one, and corpora full of `</s>`
+/// cost no merges.
+fn break_reserved(text: &str) -> std::borrow::Cow<'_, str> {
+    let starts_reserved = |rest: &str| {
+        [UNK, BOS, EOS].iter().any(|r| rest.starts_with(r))
+            || rest.get(..6).is_some_and(is_reserved)
+    };
+    if !text
+        .match_indices('<')
+        .any(|(i, _)| starts_reserved(&text[i..]))
+    {
+        return text.into();
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for (i, c) in text.char_indices() {
+        out.push(c);
+        if c == '<' && starts_reserved(&text[i..]) {
+            out.push(' ');
+        }
+    }
+    out.into()
+}
+
+fn is_reserved(tok: &str) -> bool {
+    [UNK, BOS, EOS].contains(&tok)
+        || (tok.len() == 6
+            && tok.starts_with("<0x")
+            && tok.ends_with('>')
+            && tok[3..5].chars().all(|c| c.is_ascii_hexdigit()))
+}
+
+/// A merge as its two parts (`["a", "b"]`, or `"a b"` in older files).
+fn merge_parts(m: &Value) -> Option<(String, String)> {
+    match m {
+        Value::Array(a) if a.len() == 2 => Some((a[0].as_str()?.into(), a[1].as_str()?.into())),
+        Value::String(s) => s.split_once(' ').map(|(a, b)| (a.into(), b.into())),
+        _ => None,
+    }
+}
+
+/// A learned vocabulary (tokens in id order) and its merges.
+type Learned = (Vec<(String, u32)>, Vec<Value>);
+
+/// The learned vocabulary (in id order) and merges with every token that spells a reserved
+/// string removed, along with the merges that build on it, cut to `learned` tokens.
+fn without_reserved(
+    trained: Vec<(String, u32)>,
+    merges: Vec<Value>,
+    learned: usize,
+) -> Result<Learned> {
+    let parts: Vec<(String, String)> = merges
+        .iter()
+        .map(|m| merge_parts(m).context("unexpected merge format in the trained model"))
+        .collect::<Result<_>>()?;
+    let results: std::collections::HashSet<String> =
+        parts.iter().map(|(a, b)| format!("{a}{b}")).collect();
+    // The alphabet: every token no merge produces (single characters).
+    let mut vocab: Vec<(String, u32)> = trained
+        .into_iter()
+        .filter(|(t, _)| !results.contains(t) && !is_reserved(t))
+        .collect();
+    let mut have: std::collections::HashSet<String> =
+        vocab.iter().map(|(t, _)| t.clone()).collect();
+    let mut kept = Vec::new();
+    for (m, (a, b)) in merges.into_iter().zip(parts) {
+        if vocab.len() >= learned {
+            break;
+        }
+        let r = format!("{a}{b}");
+        if is_reserved(&r) || !have.contains(&a) || !have.contains(&b) {
+            continue;
+        }
+        // Another pair may already have made `r`; the merge still applies, no new token.
+        if have.insert(r.clone()) {
+            vocab.push((r, 0));
+        }
+        kept.push(m);
+    }
+    Ok((vocab, kept))
 }
 
 fn byte_token(b: u8) -> String {
@@ -333,7 +429,7 @@ mod tests {
         assert_eq!(tok.token_to_id(EOS), Some(2));
         assert_eq!(tok.token_to_id("<0x00>"), Some(3));
         assert_eq!(tok.token_to_id("<0xFF>"), Some(258));
-        assert!(tok.get_vocab_size(true) <= 300);
+        assert_eq!(tok.get_vocab_size(true), 300, "exactly the requested size");
         // Words from training become few tokens; unseen characters fall back to bytes.
         let text = "the river  boats\nZ été 🦀 ∑";
         let enc = tok.encode(text, false).unwrap();
@@ -352,6 +448,56 @@ mod tests {
         let w = tinyllama_model::tokenizer::Tokenizer::load(dir.path(), 1, 2).unwrap();
         assert_eq!(w.encode(text).unwrap(), enc.get_ids());
         assert!(dir.path().join("tokenizer_config.json").exists());
+    }
+
+    #[test]
+    fn reserved_strings_in_the_text_stay_ordinary_text() {
+        // A corpus full of the reserved strings: BPE would learn `</s>`, `<s>`, `<unk>` and
+        // `<0x0A>` as tokens and then share their ids.
+        // Words of 1-3 made-up syllables: enough distinct pairs for 1000 tokens.
+        let syl = [
+            "ka", "lo", "mi", "ten", "ras", "bu", "fe", "dor", "qui", "zan", "pel", "vo", "ris",
+            "tum", "gha", "ne",
+        ];
+        let mut x = 12345u64;
+        let mut next = move || {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (x >> 33) as usize
+        };
+        let texts: Vec<String> = (0..3000)
+            .map(|i| {
+                let words: Vec<String> = (0..12)
+                    .map(|_| {
+                        (0..1 + next() % 3)
+                            .map(|_| syl[next() % syl.len()])
+                            .collect()
+                    })
+                    .collect();
+                format!("{} </s> <s> <unk> <0x0A> end{i}</s>", words.join(" "))
+            })
+            .collect();
+        for vocab_size in [400, 1000] {
+            let opts = TrainOptions {
+                vocab_size,
+                ..Default::default()
+            };
+            let tok = train(&texts, &opts).unwrap();
+            assert_eq!(tok.get_vocab_size(true), vocab_size);
+            let ids: std::collections::HashSet<u32> = tok.get_vocab(true).into_values().collect();
+            assert_eq!(ids.len(), vocab_size, "ids are distinct");
+            assert_eq!(ids.iter().max(), Some(&(vocab_size as u32 - 1)));
+            let doc = crate::fasttok::DocTokenizer::new(tok.clone());
+            let text = "the boats </s> and <s> or <unk> with <0x0A> here";
+            let enc = doc.encode(text).unwrap();
+            assert!(
+                enc.iter().all(|&t| t > 2 && t != 3 + 0x0A),
+                "{vocab_size}: {enc:?} {:?}",
+                tok.decode(&enc, false)
+            );
+            assert_eq!(tok.decode(&enc, true).unwrap(), text);
+        }
     }
 
     #[test]

@@ -65,8 +65,12 @@ fn check_prompts(item: &Value, built: &Item) {
     let reqs = item["requests"].as_array().unwrap();
     let what = format!("{} {}", item["task"], item["source"]);
     assert_eq!(built.requests.len(), reqs.len(), "{what}");
+    // An item whose recorded requests predate a prompt fix names the harness's prompt apart
+    // (see its `note`); its requests still check tokenisation and scoring.
+    let fixed = item["harness_context"].as_str();
     for (r, want) in built.requests.iter().zip(reqs) {
-        assert_eq!(r.context, want["context"].as_str().unwrap(), "{what}");
+        let ctx = fixed.unwrap_or_else(|| want["context"].as_str().unwrap());
+        assert_eq!(r.context, ctx, "{what}");
         assert_eq!(
             r.continuation,
             want["continuation"].as_str().unwrap(),

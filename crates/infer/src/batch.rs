@@ -7,7 +7,7 @@
 //! as they are produced and a final event, and returns `false` when the consumer no longer
 //! wants the sequence (client gone, stop string found), which frees its slot.
 
-use crate::runner::{Finish, GenParams, Runner, Sequence};
+use crate::runner::{Finish, GenParams, Runner, Sequence, TokenLogprob};
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -25,6 +25,9 @@ pub struct SchedulerConfig {
 pub enum Event {
     /// New tokens (several at once with speculative decoding).
     Tokens(Vec<u32>),
+    /// The log-probabilities of the tokens of the `Tokens` event that follows, for requests
+    /// submitted with [`Scheduler::submit_with_logprobs`].
+    Logprobs(Vec<TokenLogprob>),
     /// The sequence ended; always the last event.
     Done(Summary),
     /// Decoding failed; the last event.
@@ -128,16 +131,34 @@ impl Scheduler {
         &self.runner
     }
 
+    /// The runner, for work beside the decoding loop (scoring prompts).
+    pub fn runner_arc(&self) -> Arc<Runner> {
+        self.runner.clone()
+    }
+
     pub fn config(&self) -> SchedulerConfig {
         self.shared.cfg
     }
 
     /// Validates the prompt and queues it; the sink then receives its events.
     pub fn submit(&self, prompt: &[u32], params: GenParams, sink: Sink) -> Result<(), SubmitError> {
-        let seq = self
+        self.submit_with_logprobs(prompt, params, None, sink)
+    }
+
+    /// [`Scheduler::submit`], and with `Some(top)` the sink also receives each token's
+    /// log-probability with `top` alternatives.
+    pub fn submit_with_logprobs(
+        &self,
+        prompt: &[u32],
+        params: GenParams,
+        logprobs: Option<usize>,
+        sink: Sink,
+    ) -> Result<(), SubmitError> {
+        let mut seq = self
             .runner
             .new_sequence(prompt, params)
             .map_err(SubmitError::Invalid)?;
+        seq.logprobs = logprobs;
         let mut st = self.shared.lock();
         if st.shutdown {
             return Err(SubmitError::ShuttingDown);
@@ -234,6 +255,9 @@ fn work(runner: &Runner, shared: &Shared) {
             continue;
         }
         active.retain_mut(|(s, sink)| {
+            if !s.new_logprobs.is_empty() {
+                sink(Event::Logprobs(std::mem::take(&mut s.new_logprobs)));
+            }
             if !s.new_tokens.is_empty() && !sink(Event::Tokens(s.new_tokens.clone())) {
                 s.finish.get_or_insert(Finish::Cancelled);
             }

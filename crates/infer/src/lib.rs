@@ -20,7 +20,7 @@ pub mod generate;
 pub mod runner;
 pub mod speculative;
 
-pub use runner::{Draft, Finish, GenParams, Runner, Sequence};
+pub use runner::{token_logprob, Draft, Finish, GenParams, Runner, Sequence, TokenLogprob};
 pub mod batch;
 pub mod bench;
 pub mod gguf;

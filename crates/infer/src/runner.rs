@@ -26,6 +26,36 @@ pub struct GenParams {
     pub stop_ids: Vec<u32>,
 }
 
+/// The log-probability of a token under the model (raw logits, before temperature and the
+/// other sampling settings, as OpenAI reports them) and the `top` most likely tokens there.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TokenLogprob {
+    pub token: u32,
+    pub logprob: f32,
+    /// The most likely tokens with their log-probabilities, most likely first.
+    pub top: Vec<(u32, f32)>,
+}
+
+/// `token`'s log-probability in the distribution of `logits`, with the `top` best tokens.
+pub fn token_logprob(logits: &[f32], token: u32, top: usize) -> TokenLogprob {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let sum: f64 = logits.iter().map(|&x| ((x - max) as f64).exp()).sum();
+    let lse = max + sum.ln() as f32;
+    let lp = |i: usize| logits[i] - lse;
+    let mut best: Vec<usize> = (0..logits.len()).collect();
+    let top = top.min(logits.len());
+    if top > 0 && top < best.len() {
+        best.select_nth_unstable_by(top - 1, |&a, &b| logits[b].total_cmp(&logits[a]));
+    }
+    best.truncate(top);
+    best.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]).then(a.cmp(&b)));
+    TokenLogprob {
+        token,
+        logprob: lp(token as usize),
+        top: best.into_iter().map(|i| (i as u32, lp(i))).collect(),
+    }
+}
+
 /// Why a sequence ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Finish {
@@ -60,6 +90,16 @@ impl Finish {
     }
 }
 
+/// Records the log-probability of the token `emit` just appended (if it appended one) when
+/// the sequence asked for them.
+fn note_logprob(s: &mut Sequence, row: &[f32]) {
+    if let (Some(top), Some(&t)) = (s.logprobs, s.new_tokens.last()) {
+        if s.new_logprobs.len() < s.new_tokens.len() {
+            s.new_logprobs.push(token_logprob(row, t, top));
+        }
+    }
+}
+
 /// A draft model for speculative decoding.
 pub struct Draft {
     pub model: DecodeModel,
@@ -84,6 +124,10 @@ pub struct Sequence {
     pub finish: Option<Finish>,
     /// Tokens produced by the last step.
     pub new_tokens: Vec<u32>,
+    /// When set, each produced token's log-probability with this many alternatives is kept in
+    /// `new_logprobs`, one per entry of `new_tokens`.
+    pub logprobs: Option<usize>,
+    pub new_logprobs: Vec<TokenLogprob>,
     /// Draft tokens proposed and accepted so far.
     pub proposed: usize,
     pub accepted: usize,
@@ -157,6 +201,8 @@ impl Runner {
             draft: self.draft.as_ref().map(|d| d.model.new_state()),
             finish,
             new_tokens: vec![],
+            logprobs: None,
+            new_logprobs: vec![],
             proposed: 0,
             accepted: 0,
         })
@@ -190,6 +236,7 @@ impl Runner {
     pub fn step(&self, seqs: &mut [&mut Sequence]) -> Result<()> {
         for s in seqs.iter_mut() {
             s.new_tokens.clear();
+            s.new_logprobs.clear();
         }
         let plans: Vec<Plan> = seqs.iter().map(|s| self.plan(s)).collect();
         let drafted = self.run_draft(seqs, &plans)?;
@@ -249,16 +296,20 @@ impl Runner {
                     &s.params.sampling,
                     &s.tokens,
                 );
+                let row = &rows[j * vocab..(j + 1) * vocab];
                 match accept(&p, q, *x, &mut s.rng) {
                     Ok(()) => {
                         kept += 1;
-                        if !self.emit(s, *x) {
+                        let go = self.emit(s, *x);
+                        note_logprob(s, row);
+                        if !go {
                             emitted_all = false;
                             break;
                         }
                     }
                     Err(t) => {
                         self.emit(s, t);
+                        note_logprob(s, row);
                         emitted_all = false;
                         break;
                     }
@@ -272,6 +323,7 @@ impl Runner {
                 );
                 let t = draw(&p, &mut s.rng);
                 self.emit(s, t);
+                note_logprob(s, &rows[k * vocab..(k + 1) * vocab]);
             }
             s.proposed += k;
             s.accepted += kept;
@@ -366,6 +418,42 @@ impl Runner {
             }
         }
         Ok(drafted)
+    }
+
+    /// Log-probabilities of every prompt token after the first under the target model (the
+    /// first has none), each with the `top` best alternatives; for scoring a text (`echo` with
+    /// `logprobs`). Runs on its own cache, beside any decoding.
+    pub fn score_prompt(&self, prompt: &[u32], top: usize) -> Result<Vec<TokenLogprob>> {
+        let ctx = self.context();
+        if prompt.len() > ctx {
+            bail!(
+                "the prompt has {} tokens, more than the model's context of {ctx}",
+                prompt.len()
+            );
+        }
+        let v = self.target.cfg.vocab_size;
+        if let Some(bad) = prompt.iter().find(|&&t| t as usize >= v) {
+            bail!("token id {bad} is outside the vocabulary of {v}");
+        }
+        let mut state = self.target.new_state();
+        let mut out = Vec::with_capacity(prompt.len().saturating_sub(1));
+        // Row i of a chunk starting at `start` predicts token start + i + 1; the last token
+        // predicts nothing we need, so it is not fed.
+        let fed = prompt.len().saturating_sub(1);
+        for start in (0..fed).step_by(PREFILL_CHUNK) {
+            let end = (start + PREFILL_CHUNK).min(fed);
+            let mut batch = [SeqInput {
+                state: &mut state,
+                tokens: &prompt[start..end],
+                logits: end - start,
+            }];
+            let rows = self.target.forward(&mut batch)?;
+            for (i, pos) in (start..end).enumerate() {
+                let row = &rows[0][i * v..(i + 1) * v];
+                out.push(token_logprob(row, prompt[pos + 1], top));
+            }
+        }
+        Ok(out)
     }
 
     /// Appends a sampled token unless it ends the sequence; returns whether the sequence goes

@@ -50,6 +50,25 @@ impl ModelConfig {
                 bail!("model config: `{name}` must be positive, got 0");
             }
         }
+        // Upper bounds far above any real Llama (so every real config passes) that stop an
+        // absurd value before it turns into an allocation of many gigabytes (the rotary table
+        // alone is max_position_embeddings × head_dim floats).
+        let limits = [
+            ("vocab_size", self.vocab_size, 1 << 22),
+            ("hidden_size", self.dim, 1 << 16),
+            ("num_hidden_layers", self.n_layers, 1 << 10),
+            ("num_attention_heads", self.n_heads, 1 << 10),
+            ("num_key_value_heads", self.n_kv_heads, 1 << 10),
+            ("intermediate_size", self.ffn_dim, 1 << 18),
+            ("max_position_embeddings", self.max_seq_len, 1 << 20),
+        ];
+        for (name, v, max) in limits {
+            if v > max {
+                bail!(
+                    "model config: `{name}` is {v}, above the {max} this implementation supports; check config.json"
+                );
+            }
+        }
         if !self.dim.is_multiple_of(self.n_heads) {
             bail!(
                 "model config: hidden_size {} is not divisible by num_attention_heads {}",

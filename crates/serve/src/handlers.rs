@@ -1,8 +1,14 @@
-//! The endpoints: `/health`, `/v1/models`, `/v1/completions`, `/v1/chat/completions` (plain
-//! JSON or server-sent events with `stream: true`), and JSON 404/405 for everything else.
+//! The endpoints: `/health`, `/v1/models`, `/v1/models/{id}`, `/v1/completions`,
+//! `/v1/chat/completions` (plain JSON or server-sent events with `stream: true`), and JSON
+//! 404/405 for everything else.
 
+use crate::body::{off_thread, read};
 use crate::error::{ApiError, ApiResult};
-use crate::request::{parse_body, parse_messages, parse_prompts, Common, Fields, Prompt};
+use crate::logprobs::{chat_logprobs, CompletionLogprobs};
+use crate::prompt::{encode_chat, ChatEncoder};
+use crate::request::{
+    parse_body, parse_messages, parse_prompts, refuse_unsupported, Common, Fields, Prompt,
+};
 use crate::AppState;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
@@ -14,10 +20,10 @@ use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tinyllama_infer::batch::{Event, SubmitError};
-use tinyllama_infer::conversation::encode_prompt;
 use tinyllama_infer::stop::StopMatcher;
 use tinyllama_infer::text::TextStream;
-use tinyllama_infer::GenParams;
+use tinyllama_infer::{GenParams, TokenLogprob};
+use tinyllama_model::tokenizer::Tokenizer;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
 type St = State<Arc<AppState>>;
@@ -54,7 +60,11 @@ fn check_key(st: &AppState, headers: &HeaderMap) -> ApiResult<()> {
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        // RFC 7235: the scheme name is case-insensitive.
+        .and_then(|v| {
+            let (scheme, rest) = v.trim_start().split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then_some(rest)
+        })
         .map(str::trim);
     // Compare without an early exit so timing does not reveal how much of the key matched.
     let ok = given.is_some_and(|g| {
@@ -86,23 +96,81 @@ fn check_model(st: &AppState, m: &serde_json::Map<String, Value>) -> ApiResult<(
 
 pub async fn health(State(st): St) -> Response {
     let (running, waiting) = st.scheduler.load();
-    json_response(json!({"status": "ok", "running": running, "waiting": waiting}))
+    let c = &st.conn_stats;
+    json_response(json!({
+        "status": "ok",
+        "running": running,
+        "waiting": waiting,
+        "connections": {
+            "open": c.open.load(Ordering::Relaxed),
+            "shed": c.shed.load(Ordering::Relaxed),
+            "timed_out": c.timed_out.load(Ordering::Relaxed),
+        },
+    }))
+}
+
+fn model_object(st: &AppState) -> Value {
+    json!({
+        "id": st.model_name,
+        "object": "model",
+        "created": st.created,
+        "owned_by": "tinyllama",
+        "max_model_len": st.scheduler.runner().context(),
+    })
 }
 
 pub async fn models(State(st): St, headers: HeaderMap) -> Response {
     if let Err(e) = check_key(&st, &headers) {
         return e.into_response();
     }
-    json_response(json!({
-        "object": "list",
-        "data": [{
-            "id": st.model_name,
-            "object": "model",
-            "created": st.created,
-            "owned_by": "tinyllama",
-            "max_model_len": st.scheduler.runner().context(),
-        }]
-    }))
+    json_response(json!({"object": "list", "data": [model_object(&st)]}))
+}
+
+pub async fn model(State(st): St, headers: HeaderMap, uri: Uri) -> Response {
+    if let Err(e) = check_key(&st, &headers) {
+        return e.into_response();
+    }
+    // Read from the URI rather than with axum's `Path`, whose rejection (bad percent-encoding)
+    // would be a plain-text body instead of OpenAI's error shape.
+    let raw = uri.path().strip_prefix("/v1/models/").unwrap_or_default();
+    let id = percent_decode(raw);
+    if id != st.model_name {
+        return ApiError::not_found(
+            format!(
+                "The model `{id}` does not exist; this server serves `{}`",
+                st.model_name
+            ),
+            "model_not_found",
+        )
+        .into_response();
+    }
+    json_response(model_object(&st))
+}
+
+/// `%XX` escapes decoded; invalid ones and invalid UTF-8 are kept as they are (the id then
+/// simply does not match).
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match (
+            b[i],
+            b.get(i + 1).and_then(|&c| hex(c)),
+            b.get(i + 2).and_then(|&c| hex(c)),
+        ) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).unwrap_or_else(|_| s.to_string())
 }
 
 pub async fn not_found(method: Method, uri: Uri) -> ApiError {
@@ -127,11 +195,21 @@ struct Job {
     prompt: Vec<u32>,
     params: GenParams,
     stops: Vec<String>,
+    logprobs: Option<usize>,
+}
+
+/// What a choice shows of its prompt: the text with `echo`, and its tokens' log-probabilities
+/// with `echo` and `logprobs`.
+#[derive(Clone, Default)]
+pub struct Echo {
+    text: String,
+    scored: Option<(u32, Vec<TokenLogprob>)>,
 }
 
 /// What the decoding thread sends back for choice `.0`.
 enum Msg {
     Text(usize, String),
+    Logprobs(usize, Vec<TokenLogprob>),
     Done(usize, Usage),
     Error(usize, String),
 }
@@ -179,6 +257,7 @@ fn text_sink(
                 hit_stop = stop;
                 !stop
             }
+            Event::Logprobs(v) => tx.send(Msg::Logprobs(index, v)).is_ok(),
             Event::Done(sum) => {
                 done = true;
                 let mut finish = sum.finish.openai();
@@ -221,7 +300,7 @@ fn submit(st: &AppState, jobs: Vec<Job>) -> ApiResult<UnboundedReceiver<Msg>> {
         // On failure `rx` is dropped with this function, so already queued jobs cancel
         // themselves at their first token.
         st.scheduler
-            .submit(&j.prompt, j.params, sink)
+            .submit_with_logprobs(&j.prompt, j.params, j.logprobs, sink)
             .map_err(|e| match e {
                 SubmitError::QueueFull { .. } | SubmitError::ShuttingDown => {
                     ApiError::busy(e.to_string())
@@ -239,9 +318,16 @@ fn make_job(
     prompt: Vec<u32>,
     default_max: Option<usize>,
     mut stops: Vec<String>,
+    choice: usize,
 ) -> ApiResult<Job> {
     let ctx = st.scheduler.runner().context();
     let n = prompt.len();
+    if n == 0 {
+        return Err(ApiError::invalid(
+            "prompt",
+            "the prompt is empty; send at least one token",
+        ));
+    }
     if n >= ctx {
         return Err(ApiError::invalid(
             "messages/prompt",
@@ -269,9 +355,13 @@ fn make_job(
         params: GenParams {
             max_tokens: max,
             sampling: c.sampling.clone(),
-            seed: c.seed.unwrap_or_else(|| {
-                now() ^ SEEDS.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed)
-            }),
+            // With `n > 1` and a seed, the choices differ from each other yet repeat.
+            seed: c
+                .seed
+                .map(|s| s.wrapping_add(choice as u64))
+                .unwrap_or_else(|| {
+                    now() ^ SEEDS.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed)
+                }),
             stop_ids: if c.ignore_eos {
                 vec![]
             } else {
@@ -279,6 +369,7 @@ fn make_job(
             },
         },
         stops,
+        logprobs: c.logprobs,
     })
 }
 
@@ -288,21 +379,68 @@ enum Kind {
     Chat,
 }
 
-pub async fn completions(State(st): St, headers: HeaderMap, body: Bytes) -> Response {
-    match completions_inner(&st, &headers, &body).await {
+pub async fn completions(State(st): St, headers: HeaderMap, body: Body) -> Response {
+    match completions_inner(&st, &headers, body).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     }
 }
 
+/// The request body as a JSON object, read under the size and time limits.
+async fn request_body(
+    st: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+) -> ApiResult<serde_json::Map<String, Value>> {
+    check_key(st, headers)?;
+    let bytes = read(
+        body,
+        st.request_limits.max_body_bytes,
+        st.limits.body_timeout,
+    )
+    .await?;
+    parse_body(&bytes)
+}
+
+/// Refuses prompts × n beyond the per-request limit.
+fn check_choices(st: &AppState, prompts: usize, n: usize) -> ApiResult<()> {
+    let max = st.request_limits.max_choices;
+    if prompts * n > max {
+        return Err(ApiError::invalid(
+            if n > 1 { "n" } else { "prompt" },
+            format!(
+                "this request asks for {} completions ({prompts} prompt(s) × n = {n}); this server allows at most {max} per request so that one request cannot take every decoding slot; split it into several requests",
+                prompts * n
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses text that cannot fit the context, by its size alone, before tokenising it.
+fn check_text_bytes(st: &AppState, param: &str, bytes: usize) -> ApiResult<()> {
+    let max = st.request_limits.max_text_bytes;
+    if bytes > max {
+        return Err(ApiError::invalid(
+            param,
+            format!(
+                "This model's maximum context length is {} tokens and your prompt has {bytes} bytes, more than {max} bytes can fit in it. Please shorten the prompt.",
+                st.scheduler.runner().context()
+            ),
+        )
+        .with_code("context_length_exceeded"));
+    }
+    Ok(())
+}
+
 async fn completions_inner(
     st: &Arc<AppState>,
     headers: &HeaderMap,
-    body: &[u8],
+    body: Body,
 ) -> ApiResult<Response> {
-    check_key(st, headers)?;
-    let m = parse_body(body)?;
+    let m = request_body(st, headers, body).await?;
     check_model(st, &m)?;
+    refuse_unsupported(&m, false)?;
     let c = Common::parse(&m, false)?;
     let echo = Fields(&m).boolean("echo")?.unwrap_or(false);
     if Fields(&m).string("suffix")?.is_some_and(|s| !s.is_empty()) {
@@ -312,49 +450,100 @@ async fn completions_inner(
         ));
     }
     let prompts = parse_prompts(&m)?;
-    let mut jobs = Vec::with_capacity(prompts.len());
-    let mut echoes = Vec::new();
-    for p in prompts {
-        let (ids, text) = match p {
-            Prompt::Text(t) => (
-                st.tokenizer
+    check_choices(st, prompts.len(), c.n)?;
+    for p in &prompts {
+        if let Prompt::Text(t) = p {
+            check_text_bytes(st, "prompt", t.len())?;
+        }
+    }
+    let tok = st.tokenizer.clone();
+    let encoded = off_thread(&st.tokenize_gate, move || {
+        prompts
+            .into_iter()
+            .map(|p| match p {
+                Prompt::Text(t) => tok
                     .encode_with_bos(&t)
-                    .map_err(|e| ApiError::invalid("prompt", format!("{e:#}")))?,
-                t,
-            ),
-            Prompt::Ids(ids) => {
-                let text = st.tokenizer.decode(&ids).unwrap_or_default();
-                (ids, text)
+                    .map(|ids| (ids, t))
+                    .map_err(|e| ApiError::invalid("prompt", format!("{e:#}"))),
+                Prompt::Ids(ids) => {
+                    let text = tok.decode(&ids).unwrap_or_default();
+                    Ok((ids, text))
+                }
+            })
+            .collect::<ApiResult<Vec<_>>>()
+    })
+    .await?;
+    if c.max_tokens == Some(0) && !echo {
+        return Err(ApiError::invalid(
+            "max_tokens",
+            "`max_tokens` must be between 1 and the context length (0 is only meaningful with `echo` and `logprobs`, to score the prompt)",
+        ));
+    }
+    let mut jobs = Vec::with_capacity(encoded.len() * c.n);
+    let mut echoes = Vec::new();
+    for (ids, text) in encoded {
+        // Lengths are checked (by make_job) before the prompt is scored.
+        for j in 0..c.n {
+            // OpenAI's default for completions is 16 tokens.
+            jobs.push(make_job(st, &c, ids.clone(), Some(16), vec![], j)?);
+        }
+        let e = match (echo, c.logprobs) {
+            (false, _) => Echo::default(),
+            (true, None) => Echo { text, scored: None },
+            (true, Some(top)) => {
+                let runner = st.scheduler.runner_arc();
+                let scored_ids = ids.clone();
+                let lps = off_thread(&st.score_gate, move || {
+                    runner
+                        .score_prompt(&scored_ids, top)
+                        .map_err(|e| ApiError::invalid("prompt", format!("{e:#}")))
+                })
+                .await?;
+                Echo {
+                    text,
+                    scored: Some((ids[0], lps)),
+                }
             }
         };
-        echoes.push(if echo { text } else { String::new() });
-        // OpenAI's default for completions is 16 tokens.
-        jobs.push(make_job(st, &c, ids, Some(16), vec![])?);
+        echoes.extend(std::iter::repeat_n(e, c.n));
     }
     finish_request(st, Kind::Completion, jobs, c, echoes).await
 }
 
-pub async fn chat(State(st): St, headers: HeaderMap, body: Bytes) -> Response {
-    match chat_inner(&st, &headers, &body).await {
+pub async fn chat(State(st): St, headers: HeaderMap, body: Body) -> Response {
+    match chat_inner(&st, &headers, body).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     }
 }
 
-async fn chat_inner(st: &Arc<AppState>, headers: &HeaderMap, body: &[u8]) -> ApiResult<Response> {
-    check_key(st, headers)?;
-    let m = parse_body(body)?;
+async fn chat_inner(st: &Arc<AppState>, headers: &HeaderMap, body: Body) -> ApiResult<Response> {
+    let m = request_body(st, headers, body).await?;
     check_model(st, &m)?;
+    refuse_unsupported(&m, true)?;
     let c = Common::parse(&m, true)?;
     let messages = parse_messages(&m)?;
-    let text = st
-        .template
-        .render(&messages, true)
-        .map_err(|e| ApiError::invalid("messages", format!("{e:#}")))?;
-    let ids = encode_prompt(&st.tokenizer, &st.template, &text)
-        .map_err(|e| ApiError::invalid("messages", format!("{e:#}")))?;
-    let job = make_job(st, &c, ids, None, st.template.stop_strings())?;
-    finish_request(st, Kind::Chat, vec![job], c, vec![String::new()]).await
+    check_choices(st, 1, c.n)?;
+    check_text_bytes(
+        st,
+        "messages",
+        messages.iter().map(|m| m.content.len()).sum(),
+    )?;
+    let st2 = st.clone();
+    let ids = off_thread(&st.tokenize_gate, move || {
+        let enc = ChatEncoder {
+            tokenizer: &st2.tokenizer,
+            text_tokenizer: &st2.text_tokenizer,
+            template: &st2.template,
+        };
+        encode_chat(&enc, &messages)
+    })
+    .await?;
+    let jobs = (0..c.n)
+        .map(|j| make_job(st, &c, ids.clone(), None, st.template.stop_strings(), j))
+        .collect::<ApiResult<Vec<_>>>()?;
+    let echoes = vec![Echo::default(); jobs.len()];
+    finish_request(st, Kind::Chat, jobs, c, echoes).await
 }
 
 async fn finish_request(
@@ -362,7 +551,7 @@ async fn finish_request(
     kind: Kind,
     jobs: Vec<Job>,
     c: Common,
-    echoes: Vec<String>,
+    echoes: Vec<Echo>,
 ) -> ApiResult<Response> {
     let n = jobs.len();
     let rx = submit(st, jobs)?;
@@ -375,6 +564,8 @@ async fn finish_request(
         }),
         created: now(),
         model: st.model_name.clone(),
+        tokenizer: st.tokenizer.clone(),
+        logprobs: c.logprobs.is_some(),
     };
     if c.stream {
         return Ok(sse(rx, n, meta, c.include_usage, echoes));
@@ -387,6 +578,51 @@ struct Meta {
     id: String,
     created: u64,
     model: String,
+    tokenizer: Arc<Tokenizer>,
+    /// Whether choices carry log-probabilities.
+    logprobs: bool,
+}
+
+/// A choice's log-probabilities as they accumulate.
+struct ChoiceLogprobs {
+    completion: CompletionLogprobs,
+    chat: Vec<TokenLogprob>,
+}
+
+impl ChoiceLogprobs {
+    fn new(meta: &Meta, echo: &Echo) -> Self {
+        let mut completion = CompletionLogprobs::new(0);
+        if let Some((first, lps)) = &echo.scored {
+            completion.push_first(&meta.tokenizer, *first);
+            for lp in lps {
+                completion.push(&meta.tokenizer, lp);
+            }
+        }
+        ChoiceLogprobs {
+            completion,
+            chat: vec![],
+        }
+    }
+
+    fn add(&mut self, meta: &Meta, lps: Vec<TokenLogprob>) {
+        match meta.kind {
+            Kind::Completion => lps
+                .iter()
+                .for_each(|lp| self.completion.push(&meta.tokenizer, lp)),
+            Kind::Chat => self.chat.extend(lps),
+        }
+    }
+
+    /// The JSON of what has accumulated since the last call (`null` when not asked for).
+    fn take(&mut self, meta: &Meta) -> Value {
+        if !meta.logprobs {
+            return Value::Null;
+        }
+        match meta.kind {
+            Kind::Completion => self.completion.take(),
+            Kind::Chat => chat_logprobs(&meta.tokenizer, &std::mem::take(&mut self.chat)),
+        }
+    }
 }
 
 impl Meta {
@@ -406,10 +642,17 @@ impl Meta {
             "choices": choices,
         })
     }
-    fn choice_delta(&self, index: usize, text: &str, finish: Option<&str>, first: bool) -> Value {
+    fn choice_delta(
+        &self,
+        index: usize,
+        text: &str,
+        finish: Option<&str>,
+        first: bool,
+        logprobs: Value,
+    ) -> Value {
         match self.kind {
             Kind::Completion => {
-                json!({"index": index, "text": text, "logprobs": null, "finish_reason": finish})
+                json!({"index": index, "text": text, "logprobs": logprobs, "finish_reason": finish})
             }
             Kind::Chat => {
                 let delta = if finish.is_some() && text.is_empty() {
@@ -419,7 +662,7 @@ impl Meta {
                 } else {
                     json!({"content": text})
                 };
-                json!({"index": index, "delta": delta, "logprobs": null, "finish_reason": finish})
+                json!({"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish})
             }
         }
     }
@@ -435,14 +678,19 @@ async fn collect(
     mut rx: UnboundedReceiver<Msg>,
     n: usize,
     meta: Meta,
-    echoes: Vec<String>,
+    echoes: Vec<Echo>,
 ) -> ApiResult<Response> {
-    let mut texts = echoes;
+    let mut lps: Vec<ChoiceLogprobs> = echoes
+        .iter()
+        .map(|e| ChoiceLogprobs::new(&meta, e))
+        .collect();
+    let mut texts: Vec<String> = echoes.into_iter().map(|e| e.text).collect();
     let mut usage = vec![Usage::default(); n];
     let mut left = n;
     while left > 0 {
         match rx.recv().await {
             Some(Msg::Text(i, t)) => texts[i].push_str(&t),
+            Some(Msg::Logprobs(i, l)) => lps[i].add(&meta, l),
             Some(Msg::Done(i, u)) => {
                 usage[i] = u;
                 left -= 1;
@@ -456,14 +704,17 @@ async fn collect(
         }
     }
     let choices: Vec<Value> = (0..n)
-        .map(|i| match meta.kind {
-            Kind::Completion => json!({"index": i, "text": texts[i], "logprobs": null, "finish_reason": usage[i].finish}),
-            Kind::Chat => json!({
-                "index": i,
-                "message": {"role": "assistant", "content": texts[i]},
-                "logprobs": null,
-                "finish_reason": usage[i].finish,
-            }),
+        .map(|i| {
+            let logprobs = lps[i].take(&meta);
+            match meta.kind {
+                Kind::Completion => json!({"index": i, "text": texts[i], "logprobs": logprobs, "finish_reason": usage[i].finish}),
+                Kind::Chat => json!({
+                    "index": i,
+                    "message": {"role": "assistant", "content": texts[i]},
+                    "logprobs": logprobs,
+                    "finish_reason": usage[i].finish,
+                }),
+            }
         })
         .collect();
     let mut v = meta.envelope(false, Value::Array(choices));
@@ -481,6 +732,7 @@ struct Stream {
     left: usize,
     started: Vec<bool>,
     usage: Vec<Usage>,
+    lps: Vec<ChoiceLogprobs>,
     include_usage: bool,
     out: VecDeque<Bytes>,
     ended: bool,
@@ -490,7 +742,8 @@ impl Stream {
     fn chunk(&mut self, index: usize, text: &str, finish: Option<&str>) {
         let first = !self.started[index];
         self.started[index] = true;
-        let c = self.meta.choice_delta(index, text, finish, first);
+        let lp = self.lps[index].take(&self.meta);
+        let c = self.meta.choice_delta(index, text, finish, first, lp);
         let v = self.meta.envelope(true, json!([c]));
         self.out.push_back(sse_event(&v));
     }
@@ -498,6 +751,7 @@ impl Stream {
     fn on(&mut self, m: Option<Msg>) {
         match m {
             Some(Msg::Text(i, t)) => self.chunk(i, &t, None),
+            Some(Msg::Logprobs(i, l)) => self.lps[i].add(&self.meta, l),
             Some(Msg::Done(i, u)) => {
                 if self.meta.kind == Kind::Chat && !self.started[i] {
                     self.chunk(i, "", None);
@@ -531,21 +785,26 @@ fn sse(
     n: usize,
     meta: Meta,
     include_usage: bool,
-    echoes: Vec<String>,
+    echoes: Vec<Echo>,
 ) -> Response {
+    let lps = echoes
+        .iter()
+        .map(|e| ChoiceLogprobs::new(&meta, e))
+        .collect();
     let mut s = Stream {
         rx,
         meta,
         left: n,
         started: vec![false; n],
         usage: vec![Usage::default(); n],
+        lps,
         include_usage,
         out: VecDeque::new(),
         ended: false,
     };
     for (i, e) in echoes.iter().enumerate() {
-        if !e.is_empty() {
-            s.chunk(i, e, None);
+        if !e.text.is_empty() {
+            s.chunk(i, &e.text, None);
         }
     }
     // When the client disconnects the body stream is dropped with `rx`, and the sinks see

@@ -136,25 +136,24 @@ pub struct Common {
     pub stream: bool,
     pub include_usage: bool,
     pub ignore_eos: bool,
+    /// Completions per prompt.
+    pub n: usize,
+    /// Return each token's log-probability with this many alternatives.
+    pub logprobs: Option<usize>,
 }
 
 impl Common {
     pub fn parse(m: &Map<String, Value>, chat: bool) -> ApiResult<Common> {
         let f = Fields(m);
-        let max_tokens = match f.integer("max_tokens", 1, u32::MAX as i64)? {
-            Some(n) => Some(n),
-            None if chat => f.integer("max_completion_tokens", 1, u32::MAX as i64)?,
-            None => None,
-        }
-        .map(|n| n as usize);
-        if let Some(n) = f.integer("n", 1, 128)? {
-            if n != 1 {
-                return Err(ApiError::invalid(
-                    "n",
-                    "only n = 1 is supported; send several requests instead",
-                ));
+        // Completions accept 0 (with `echo`, to score a prompt; checked by the handler).
+        let max_tokens =
+            match f.integer("max_tokens", if chat { 1 } else { 0 }, u32::MAX as i64)? {
+                Some(n) => Some(n),
+                None if chat => f.integer("max_completion_tokens", 1, u32::MAX as i64)?,
+                None => None,
             }
-        }
+            .map(|n| n as usize);
+        let n = f.integer("n", 1, 128)?.unwrap_or(1) as usize;
         for p in ["presence_penalty", "frequency_penalty"] {
             if let Some(x) = f.number(p, -2.0, 2.0)? {
                 if x != 0.0 {
@@ -165,19 +164,21 @@ impl Common {
                 }
             }
         }
-        if chat {
-            if f.boolean("logprobs")? == Some(true) {
-                return Err(ApiError::invalid(
-                    "logprobs",
-                    "log probabilities are not supported by this server",
-                ));
+        let logprobs = if chat {
+            let top = f.integer("top_logprobs", 0, 20)?.map(|t| t as usize);
+            match (f.boolean("logprobs")?.unwrap_or(false), top) {
+                (true, top) => Some(top.unwrap_or(0)),
+                (false, Some(_)) => {
+                    return Err(ApiError::invalid(
+                        "top_logprobs",
+                        "`top_logprobs` needs `logprobs: true`",
+                    ))
+                }
+                (false, None) => None,
             }
-        } else if f.integer("logprobs", 0, 20)?.unwrap_or(0) != 0 {
-            return Err(ApiError::invalid(
-                "logprobs",
-                "log probabilities are not supported by this server",
-            ));
-        }
+        } else {
+            f.integer("logprobs", 0, 20)?.map(|t| t as usize)
+        };
         if f.integer("best_of", 1, 1)?.is_some_and(|b| b != 1) {
             return Err(ApiError::invalid(
                 "best_of",
@@ -218,8 +219,68 @@ impl Common {
             stream,
             include_usage,
             ignore_eos: f.boolean("ignore_eos")?.unwrap_or(false),
+            n,
+            logprobs,
         })
     }
+}
+
+/// Refuses options that would change the answer and that this server cannot honour, rather
+/// than answering as if they had not been sent. Their neutral values (an empty `tools` list,
+/// `response_format: {"type": "text"}`, ...) are accepted.
+pub fn refuse_unsupported(m: &Map<String, Value>, chat: bool) -> ApiResult<()> {
+    let f = Fields(m);
+    let refuse = |name: &str, what: &str| {
+        Err(ApiError::invalid(
+            name,
+            format!("`{name}` is not supported by this server: {what}"),
+        ))
+    };
+    let non_empty_list = |name: &str| match f.get(name) {
+        None => false,
+        Some(Value::Array(a)) => !a.is_empty(),
+        Some(_) => true,
+    };
+    if chat {
+        for name in ["tools", "functions"] {
+            if non_empty_list(name) {
+                return refuse(name, "the model cannot call tools or functions");
+            }
+        }
+        for name in ["tool_choice", "function_call"] {
+            match f.get(name) {
+                None => {}
+                Some(Value::String(s)) if s == "none" || s == "auto" => {}
+                Some(_) => return refuse(name, "the model cannot call tools or functions"),
+            }
+        }
+        match f.get("response_format") {
+            None => {}
+            Some(Value::Object(o)) if o.get("type").and_then(Value::as_str) == Some("text") => {}
+            Some(_) => {
+                return refuse(
+                    "response_format",
+                    "output is plain text; JSON mode and JSON schemas are not enforced",
+                )
+            }
+        }
+        match f.get("modalities") {
+            None => {}
+            Some(Value::Array(a)) if a.iter().all(|x| x.as_str() == Some("text")) => {}
+            Some(_) => return refuse("modalities", "only text is produced"),
+        }
+        for name in [
+            "audio",
+            "prediction",
+            "web_search_options",
+            "reasoning_effort",
+        ] {
+            if f.get(name).is_some() {
+                return refuse(name, "this option has no meaning for this model");
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A completions prompt: text, or token ids.
@@ -299,6 +360,8 @@ pub fn parse_messages(m: &Map<String, Value>) -> ApiResult<Vec<Message>> {
                 ApiError::invalid(&param, format!("{param} must be an object, got {}", type_name(msg)))
             })?;
             let role = match o.get("role") {
+                // OpenAI's newer name for the system message.
+                Some(Value::String(r)) if r == "developer" => "system".to_string(),
                 Some(Value::String(r)) => r.clone(),
                 _ => return Err(ApiError::invalid(&format!("{param}.role"), format!("{param}.role must be a string"))),
             };

@@ -14,6 +14,7 @@ use tinyllama_infer::loader::{load, LoadOptions, Loaded};
 use tinyllama_infer::testutil::{random_weights, small_config, write_model_dir};
 use tinyllama_infer::{GenParams, WeightFormat};
 use tinyllama_serve::client::{request, Reply};
+use tinyllama_serve::conn::Limits;
 use tinyllama_serve::{spawn, ServeOptions, ServerHandle};
 
 const TEMPLATE: &str = r#"{"bos_token": "<s>", "eos_token": "</s>", "chat_template": "{% for m in messages %}<|{{ m.role }}|>\n{{ m.content }}{{ eos_token }}\n{% endfor %}{% if add_generation_prompt %}<|assistant|>\n{% endif %}"}"#;
@@ -43,6 +44,8 @@ fn start(dir: &Path, key: Option<&str>, max_parallel: usize, max_queue: usize) -
             max_parallel,
             max_queue,
         },
+        limits: Limits::default(),
+        max_choices: None,
     };
     spawn(loaded(dir), "127.0.0.1:0".parse().unwrap(), &opts).unwrap()
 }
@@ -235,7 +238,7 @@ fn endpoints_streaming_and_errors() {
             "/v1/completions",
             r#"{"prompt": "x", "n": 3}"#,
             400,
-            "n = 1",
+            "at most 2 per request",
         ),
         (
             "/v1/completions",
@@ -480,6 +483,8 @@ fn speculative_decoding_in_the_server_matches_the_target_alone() {
             max_parallel: 4,
             max_queue: 16,
         },
+        limits: Limits::default(),
+        max_choices: None,
     };
     let srv = spawn(with_draft, "127.0.0.1:0".parse().unwrap(), &opts).unwrap();
     let a = srv.addr;

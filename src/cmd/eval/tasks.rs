@@ -125,6 +125,12 @@ pub fn run_task(
 
 pub fn run(a: TasksArgs) -> Result<()> {
     check_device(&a.device)?;
+    if a.batch_size == 0 {
+        anyhow::bail!("--batch-size must be at least 1");
+    }
+    if a.limit == Some(0) {
+        anyhow::bail!("--limit must be at least 1 (leave it out to score every item)");
+    }
     let list = Task::parse_list(&a.tasks)?;
     // Find every file before the (slow) model load, so a typo fails at once.
     let files = task_files(&a, &list)?;

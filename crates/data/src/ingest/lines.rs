@@ -1,5 +1,7 @@
-//! Line-oriented and whole-file inputs (jsonl, text, lines, paragraphs), plain, gzip or zstd —
-//! recognised by magic bytes, not by extension, so a mislabelled file still reads.
+//! Line-oriented and whole-file inputs (jsonl, text, lines, paragraphs), plain, gzip, zstd, xz
+//! or bzip2 — recognised by magic bytes, not by extension, so a mislabelled file still reads.
+//! Any other binary file (zip, 7z, an image, ...) is refused as a file problem naming the
+//! file, rather than read as one garbage document.
 
 use super::{FileProblem, InputFile, Payload, RawRecord, ReadLimits};
 use crate::config::Format;
@@ -22,27 +24,98 @@ impl<R: Read> Read for Counting<'_, R> {
     }
 }
 
-/// Opens `path` and undoes gzip or zstd compression if the first bytes say so.
+/// Why a file could not be opened as text.
+#[derive(Debug)]
+pub enum OpenError {
+    Io(io::Error),
+    /// Binary data of a format we do not read; the message names it and the fix.
+    Binary(String),
+}
+
+impl From<io::Error> for OpenError {
+    fn from(e: io::Error) -> Self {
+        OpenError::Io(e)
+    }
+}
+
+/// Compressed or archive formats by their magic bytes.
+const UNSUPPORTED: &[(&[u8], &str)] = &[
+    (b"PK\x03\x04", "a zip archive"),
+    (b"7z\xbc\xaf\x27\x1c", "a 7-Zip archive"),
+    (b"Rar!\x1a\x07", "a RAR archive"),
+    (b"\x04\x22\x4d\x18", "lz4-compressed"),
+    (b"\x1f\x9d", "compress (.Z)-compressed"),
+    (b"LZIP", "lzip-compressed"),
+    (b"\x89PNG", "a PNG image"),
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"%PDF", "a PDF document"),
+    (b"\x7fELF", "an executable"),
+];
+
+/// Refuses data that is not text: a known binary format by its magic bytes, or NUL bytes in
+/// the first block (no text encoding we read has them). `what` says whether this is the file
+/// or what was inside its compression.
+fn check_text(head: &[u8], what: &str) -> Result<(), OpenError> {
+    if let Some((_, name)) = UNSUPPORTED.iter().find(|(m, _)| head.starts_with(m)) {
+        return Err(OpenError::Binary(format!(
+            "{what} is {name}, which is not read; extract it to jsonl, text or parquet files (gzip, zstd, xz and bzip2 compression are read)"
+        )));
+    }
+    if head.len() > 262 && &head[257..262] == b"ustar" {
+        return Err(OpenError::Binary(format!(
+            "{what} is a tar archive, which is not read; extract it first"
+        )));
+    }
+    let block = &head[..head.len().min(8192)];
+    if let Some(at) = memchr::memchr(0, block) {
+        return Err(OpenError::Binary(format!(
+            "{what} looks like binary data of an unknown format (a NUL byte at offset {at}); inputs must be UTF-8 text (jsonl, text), parquet, or those compressed with gzip, zstd, xz or bzip2 (UTF-16 text must be converted to UTF-8)"
+        )));
+    }
+    Ok(())
+}
+
+/// Opens `path` and undoes gzip, zstd, xz or bzip2 compression if the first bytes say so;
+/// refuses other binary data.
 pub fn open_decompressed<'a>(
     path: &std::path::Path,
     progress: &'a Progress,
-) -> io::Result<Box<dyn BufRead + 'a>> {
+) -> Result<Box<dyn BufRead + 'a>, OpenError> {
     let f = File::open(path)?;
     let mut raw = BufReader::with_capacity(1 << 20, Counting { inner: f, progress });
     let head = raw.fill_buf()?;
-    Ok(if head.starts_with(&[0x1f, 0x8b]) {
-        Box::new(BufReader::with_capacity(
-            1 << 20,
-            flate2::bufread::MultiGzDecoder::new(raw),
-        ))
+    let wrap = |r: Box<dyn Read + 'a>| -> Box<dyn BufRead + 'a> {
+        Box::new(BufReader::with_capacity(1 << 20, r))
+    };
+    let (mut r, compressed) = if head.starts_with(&[0x1f, 0x8b]) {
+        (
+            wrap(Box::new(flate2::bufread::MultiGzDecoder::new(raw))),
+            true,
+        )
     } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        Box::new(BufReader::with_capacity(
-            1 << 20,
-            zstd::stream::read::Decoder::with_buffer(raw)?,
-        ))
+        (
+            wrap(Box::new(zstd::stream::read::Decoder::with_buffer(raw)?)),
+            true,
+        )
+    } else if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0x00]) {
+        (
+            wrap(Box::new(xz2::bufread::XzDecoder::new_multi_decoder(raw))),
+            true,
+        )
+    } else if head.len() >= 4 && head.starts_with(b"BZh") && (b'1'..=b'9').contains(&head[3]) {
+        (
+            wrap(Box::new(bzip2::bufread::MultiBzDecoder::new(raw))),
+            true,
+        )
     } else {
-        Box::new(raw)
-    })
+        check_text(head, "the file")?;
+        (Box::new(raw) as Box<dyn BufRead + 'a>, false)
+    };
+    if compressed {
+        // A corrupt stream shows here as an I/O error, reported like any unreadable file.
+        check_text(r.fill_buf()?, "the decompressed content")?;
+    }
+    Ok(r)
 }
 
 pub enum Line {
@@ -152,11 +225,19 @@ pub fn read_lines_format(
     let mut problems = Vec::new();
     let mut r = match open_decompressed(&file.path, progress) {
         Ok(r) => r,
-        Err(e) => {
+        Err(OpenError::Io(e)) => {
             problems.push(FileProblem {
                 reason: "input/unreadable_file",
                 line: 0,
                 detail: e.to_string(),
+            });
+            return Ok(problems);
+        }
+        Err(OpenError::Binary(detail)) => {
+            problems.push(FileProblem {
+                reason: "input/unsupported_binary_file",
+                line: 0,
+                detail,
             });
             return Ok(problems);
         }

@@ -9,7 +9,7 @@ pub mod lines;
 pub mod parquet;
 pub mod parse;
 
-pub use discover::{discover, InputFile};
+pub use discover::{discover, discover_counting, InputFile};
 pub use parse::{parse, Parsed, SourceCtx};
 
 use crate::config::{Format, SourceConfig};

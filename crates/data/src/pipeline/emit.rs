@@ -6,7 +6,7 @@
 //! changed between stages is an error rather than silently different data.
 
 use super::exec::{for_each_file, read_batches};
-use super::merge::{merge_done, read_drops};
+use super::merge::{merge_done, merge_missing, read_drops};
 use super::scanfile::{ScanReader, ScanRecord};
 use super::workdir::{fingerprint, read_json, write_json};
 use super::{Ctx, TokState, FORMAT_VERSION};
@@ -19,7 +19,7 @@ use crate::ingest::{parse, InputFile, Parsed, RawRecord, SourceCtx};
 use crate::packed::encode_tokens;
 use crate::progress::Progress;
 use crate::stats::{RuleStats, MAX_EXAMPLES};
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -347,9 +347,9 @@ pub(crate) fn emit_done(ctx: &Ctx, i: usize, fp: &str) -> Option<EmitMarker> {
 }
 
 pub(crate) fn emit(ctx: &Ctx) -> Result<()> {
-    let merge = merge_done(ctx).context(
-        "the merge stage has not completed for this configuration; run `--stage merge` first",
-    )?;
+    let Some(merge) = merge_done(ctx) else {
+        bail!("{}", merge_missing(ctx, "run `--stage emit`"));
+    };
     let tok = if ctx.packed() {
         Some(TokState::load(ctx.cfg, true)?)
     } else {

@@ -10,11 +10,13 @@ use super::workdir::{fingerprint, read_json, write_json};
 use super::{scan::scan_done, Ctx, FORMAT_VERSION};
 use crate::dedup::cluster::SigRecord;
 use crate::dedup::{find_exact_duplicates, find_near_duplicates, BitSet, SignatureSource};
+use crate::ingest::InputFile;
 use crate::progress::Progress;
 use crate::report::{DedupReport, LargestCluster};
 use crate::stats::RuleStats;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
 use std::time::Instant;
@@ -45,6 +47,52 @@ pub(crate) fn merge_fingerprint(ctx: &Ctx) -> String {
         params,
         dedup_sources,
     ))
+}
+
+/// Why `merge_done` found no usable merge, for the message of the stages that need one: not
+/// run yet, or run on inputs that have changed since (named), or on another configuration.
+pub(crate) fn merge_missing(ctx: &Ctx, next: &str) -> String {
+    if read_json::<MergeMarker>(&ctx.work.merge_marker()).is_none() {
+        return format!("the merge stage has not completed for this configuration; {next}");
+    }
+    // The scan records the input list it read; compare it with the inputs now.
+    let scanned: Vec<InputFile> = read_json(&ctx.work.files_json()).unwrap_or_default();
+    let then: BTreeMap<&Path, &InputFile> = scanned.iter().map(|f| (f.path.as_path(), f)).collect();
+    let now: BTreeMap<&Path, &InputFile> =
+        ctx.files.iter().map(|f| (f.path.as_path(), f)).collect();
+    let mut changes = Vec::new();
+    for (p, f) in &now {
+        match then.get(p) {
+            None => changes.push(format!("{} is new", p.display())),
+            Some(old) if old.size != f.size => changes.push(format!(
+                "{} changed size ({} → {} bytes)",
+                p.display(),
+                old.size,
+                f.size
+            )),
+            Some(old) if old.mtime != f.mtime => {
+                changes.push(format!("{} was modified", p.display()))
+            }
+            Some(_) => {}
+        }
+    }
+    for p in then.keys() {
+        if !now.contains_key(p) {
+            changes.push(format!("{} is gone", p.display()));
+        }
+    }
+    if changes.is_empty() {
+        return format!(
+            "the merge stage ran with a different configuration (sources, filters or dedup settings changed since); run the scan and merge stages again, then {next}"
+        );
+    }
+    let n = changes.len();
+    changes.truncate(5);
+    format!(
+        "the inputs changed since the scan and merge stages ran ({n} file(s): {}{}); run the scan and merge stages again (or the whole pipeline), then {next}",
+        changes.join("; "),
+        if n > 5 { "; ..." } else { "" }
+    )
 }
 
 pub(crate) fn merge_done(ctx: &Ctx) -> Option<MergeMarker> {

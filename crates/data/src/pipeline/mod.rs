@@ -16,6 +16,7 @@
 
 mod emit;
 mod exec;
+mod leftovers;
 mod merge;
 mod pack;
 mod scan;
@@ -27,7 +28,7 @@ pub use pack::{Manifest, ManifestSource, ManifestSplit};
 use crate::config::{OutputFormat, PipelineConfig};
 use crate::dedup::MinHasher;
 use crate::filters::FilterChain;
-use crate::ingest::{discover, InputFile, ReadLimits};
+use crate::ingest::{discover_counting, InputFile, ReadLimits};
 use crate::packed::DType;
 use crate::report::Report;
 use anyhow::{bail, Context, Result};
@@ -152,6 +153,8 @@ pub(crate) struct Ctx<'a> {
     pub cfg: &'a PipelineConfig,
     pub opts: RunOptions,
     pub files: Vec<InputFile>,
+    /// Hidden files and directories the input paths left out.
+    pub hidden_skipped: u64,
     pub work: WorkDir,
     pub chains: Vec<Option<FilterChain>>,
     pub names: Vec<Arc<str>>,
@@ -201,7 +204,7 @@ impl<'a> Ctx<'a> {
                 opts.num_shards
             );
         }
-        let files = discover(cfg)?;
+        let (files, hidden_skipped) = discover_counting(cfg)?;
         let mut chains = Vec::new();
         let mut names = Vec::new();
         for (i, s) in cfg.sources.iter().enumerate() {
@@ -266,6 +269,7 @@ impl<'a> Ctx<'a> {
             opts: opts.clone(),
             work: WorkDir::new(cfg.work_dir()),
             files,
+            hidden_skipped,
             chains,
             names,
             minhash,
@@ -303,6 +307,36 @@ impl<'a> Ctx<'a> {
         }
     }
 
+    /// Removes temporary files a killed run left in the work and output directories.
+    fn clean_leftovers(&self) {
+        let (n, i) = (self.opts.num_shards, self.opts.shard_index);
+        let (scan, emit) = (self.work.root.join("scan"), self.work.root.join("emit"));
+        // Unsharded runs own every file; a shard owns the scan and emit files of its inputs.
+        let owned = |p: &std::path::Path| {
+            n <= 1
+                || (p.parent().is_some_and(|d| d == scan || d == emit)
+                    && leftovers::file_index(p).is_some_and(|f| f % n == i))
+        };
+        let mut removed = leftovers::clean(&self.work.root, &owned);
+        // The rest of the output directory (shards, report), when the work directory is in it.
+        removed += std::fs::read_dir(&self.cfg.output_dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.path() != self.work.root)
+            .map(|e| match e.file_type() {
+                Ok(t) if t.is_dir() => leftovers::clean(&e.path(), &owned),
+                Ok(t) if t.is_file() => leftovers::clean_file(&e.path(), &owned),
+                _ => 0,
+            })
+            .sum::<usize>();
+        if removed > 0 {
+            self.log(&format!(
+                "removed {removed} temporary files left by an interrupted run"
+            ));
+        }
+    }
+
     fn packed(&self) -> bool {
         self.cfg.output.format == OutputFormat::Packed
     }
@@ -322,6 +356,7 @@ pub fn run_with(cfg: &PipelineConfig, opts: &RunOptions) -> Result<Report> {
         );
     }
     let ctx = Ctx::new(cfg, opts)?;
+    ctx.clean_leftovers();
     let mut timings = BTreeMap::new();
     for stage in [Stage::Scan, Stage::Merge, Stage::Emit] {
         let t = Instant::now();
@@ -341,6 +376,7 @@ pub fn run_with(cfg: &PipelineConfig, opts: &RunOptions) -> Result<Report> {
 /// `pack`.
 pub fn run_stage(cfg: &PipelineConfig, stage: Stage, opts: &RunOptions) -> Result<Option<Report>> {
     let ctx = Ctx::new(cfg, opts)?;
+    ctx.clean_leftovers();
     if matches!(stage, Stage::Merge | Stage::Pack) && opts.num_shards > 1 {
         bail!(
             "the {} stage runs once over all shards: run it without --num-shards (as a single task)",

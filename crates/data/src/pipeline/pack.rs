@@ -3,7 +3,7 @@
 //! the trainer, checks the accounting across stages and assembles the report.
 
 use super::emit::{emit_done, emit_fingerprint, EmitMarker};
-use super::merge::merge_done;
+use super::merge::{merge_done, merge_missing};
 use super::scan::scan_done;
 use super::workdir::{fingerprint, read_json, write_json};
 use super::{Ctx, TokState, FORMAT_VERSION};
@@ -145,9 +145,12 @@ fn pack_split(
 
 pub(crate) fn pack(ctx: &Ctx, timings: &BTreeMap<String, f64>) -> Result<Report> {
     let cfg = ctx.cfg;
-    let merge = merge_done(ctx).context(
-        "the merge stage has not completed for this configuration; run the earlier stages first",
-    )?;
+    let Some(merge) = merge_done(ctx) else {
+        bail!(
+            "{}",
+            merge_missing(ctx, "run `--stage emit` and `--stage pack`")
+        );
+    };
     let tok = if ctx.packed() {
         Some(TokState::load(cfg, false)?)
     } else {
@@ -404,5 +407,6 @@ pub(crate) fn pack(ctx: &Ctx, timings: &BTreeMap<String, f64>) -> Result<Report>
         val_tokens: sources.iter().map(|s| s.val_tokens).sum(),
         sources,
         timings: timings.clone(),
+        hidden_skipped: ctx.hidden_skipped,
     })
 }

@@ -10,10 +10,14 @@
 //!   `hellaswag_val_full.txt` (context, gold index, four endings). Their context is
 //!   `activity_label: ctx_a ctx_b` with `ctx_b` not capitalised and the boundary between
 //!   `ctx_a` and `ctx_b` lost. We restore the capital where the boundary can be inferred: for
-//!   ActivityNet items (those not starting with WikiHow's `How to`) `ctx_b` is the text after
-//!   the last sentence end, and is capitalised when it starts in lower case. This matches the
-//!   harness prompt whenever `ctx_a` ends a sentence, which ActivityNet contexts do; use the
-//!   HF layout where exact agreement matters. `preprocess` is applied on top (it is idempotent
+//!   ActivityNet items `ctx_b` is the text after the last sentence end, and is capitalised
+//!   when it starts in lower case. An item is WikiHow (left alone) when its row says so
+//!   (`source_id`/`source` starting with `wikihow`), or, without a source, when its body starts
+//!   with `How to` *and* the context ends in sentence punctuation: ActivityNet contexts can
+//!   start with "How to" too (validation item 2566, "Cleaning windows: How to clean your rv
+//!   windows … spray. you") but end in the unfinished `ctx_b` fragment, which the harness
+//!   capitalises. This matches the harness prompt whenever `ctx_a` ends a sentence, which
+//!   ActivityNet contexts do; use the HF layout where exact agreement matters. `preprocess` is applied on top (it is idempotent
 //!   on the already-cleaned text and removes the few bracket spans left in it).
 
 use super::read::Fields;
@@ -60,12 +64,44 @@ pub fn capitalize(s: &str) -> String {
     }
 }
 
+/// Where an item comes from, when its row says.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Source {
+    WikiHow,
+    ActivityNet,
+    Unknown,
+}
+
+fn source_of(row: &Map<String, Value>) -> Source {
+    let s = ["source_id", "source"]
+        .iter()
+        .find_map(|k| row.get(*k).and_then(Value::as_str))
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    if s.starts_with("wikihow") {
+        Source::WikiHow
+    } else if s.starts_with("activitynet") {
+        Source::ActivityNet
+    } else {
+        Source::Unknown
+    }
+}
+
 /// Restores the capital of `ctx_b` in an `activity_label: ctx_a ctx_b` context (see module docs).
-fn recapitalize(context: &str) -> String {
+fn recapitalize(context: &str, source: Source) -> String {
     let Some((label, body)) = context.split_once(": ") else {
         return context.to_string();
     };
-    if body.starts_with("How to ") {
+    let ends_sentence = body
+        .trim_end()
+        .trim_end_matches(['"', '\'', ')'])
+        .ends_with(['.', '?', '!']);
+    let wikihow = match source {
+        Source::WikiHow => true,
+        Source::ActivityNet => false,
+        Source::Unknown => body.starts_with("How to ") && ends_sentence,
+    };
+    if wikihow {
         return context.to_string();
     }
     let end = [". ", "? ", "! "]
@@ -111,7 +147,8 @@ pub fn row(row: &Map<String, Value>) -> Result<(Item, Layout), String> {
             return Err("field `choices` needs at least 2 endings".into());
         }
         let gold = row.index("gold", choices.len())?;
-        return Ok((item(&recapitalize(query), &choices, gold), Layout::Foundry));
+        let ctx = recapitalize(query, source_of(row));
+        return Ok((item(&ctx, &choices, gold), Layout::Foundry));
     }
     Err("neither a Hugging Face HellaSwag row (activity_label, ctx_a, ctx_b, endings, label) nor an llm-foundry row (query, choices, gold)".into())
 }
@@ -138,7 +175,10 @@ pub fn six_line(text: &str) -> (Vec<(usize, Item)>, Vec<Problem>) {
         match rec[1].trim().parse::<usize>() {
             Ok(g) if g < 4 => {
                 let endings: Vec<String> = rec[2..].iter().map(|s| s.to_string()).collect();
-                items.push((line, item(&recapitalize(rec[0]), &endings, g)));
+                items.push((
+                    line,
+                    item(&recapitalize(rec[0], Source::Unknown), &endings, g),
+                ));
             }
             _ => problems.push(Problem {
                 line: line + 1,
@@ -193,9 +233,47 @@ mod tests {
         assert_eq!(items[0].1.requests[0].context, a.requests[0].context);
         // WikiHow items are left alone.
         assert_eq!(
-            recapitalize("Health: How to rest. lie down"),
+            recapitalize("Health: How to rest. lie down.", Source::Unknown),
+            "Health: How to rest. lie down."
+        );
+        assert_eq!(
+            recapitalize("Health: How to rest. lie down", Source::WikiHow),
             "Health: How to rest. lie down"
         );
+    }
+
+    /// Validation item 2566 is ActivityNet although its context starts with "How to"; the
+    /// harness capitalises its `ctx_b` ("you" → "You"), whether or not the row gives a source.
+    #[test]
+    fn activitynet_item_2566_starting_with_how_to_is_capitalised() {
+        let ctx_a = "How to clean your rv windows. A man is seen speaking to the camera and leads into him spraying down a window with a hose. The man then wipes down the window while still speaking and using a spray.";
+        let hf: Map<String, Value> = serde_json::from_value(serde_json::json!({
+            "activity_label": "Cleaning windows", "ctx_a": ctx_a, "ctx_b": "you",
+            "source_id": "activitynet~v_abc", "endings": ["a", "b", "c", "d"], "label": "0"
+        }))
+        .unwrap();
+        let (want, _) = row(&hf).unwrap();
+        assert!(want.requests[0].context.ends_with("spray. You"));
+        let query = format!("Cleaning windows: {ctx_a} you");
+        for source in [None, Some("activitynet~v_abc")] {
+            let mut foundry =
+                serde_json::json!({"query": query, "choices": ["a", "b", "c", "d"], "gold": 0});
+            if let Some(s) = source {
+                foundry["source_id"] = s.into();
+            }
+            let (got, _) = row(foundry.as_object().unwrap()).unwrap();
+            assert_eq!(
+                got.requests[0].context, want.requests[0].context,
+                "{source:?}"
+            );
+        }
+        let text = format!("{query}\n0\na\nb\nc\nd\n");
+        let (items, _) = six_line(&text);
+        assert_eq!(items[0].1.requests[0].context, want.requests[0].context);
+        // A row that says WikiHow is left alone even without final punctuation.
+        let wiki = serde_json::json!({"query": query, "choices": ["a", "b"], "gold": 0, "source_id": "wikihow~123"});
+        let (w, _) = row(wiki.as_object().unwrap()).unwrap();
+        assert!(w.requests[0].context.ends_with("spray. you"));
     }
 
     #[test]
