@@ -105,11 +105,27 @@ pub struct FileSum {
     pub xxh3: String,
 }
 
+/// Size and checksum of a file, streamed: a checkpoint's weights are never held twice.
 fn file_sum(path: &Path) -> Result<FileSum> {
-    let b = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    use std::io::Read;
+    let mut f =
+        std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut bytes = 0u64;
+    loop {
+        let n = f
+            .read(&mut buf)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+        bytes += n as u64;
+    }
     Ok(FileSum {
-        bytes: b.len() as u64,
-        xxh3: format!("{:016x}", xxhash_rust::xxh3::xxh3_64(&b)),
+        bytes,
+        xxh3: format!("{:016x}", h.digest()),
     })
 }
 
@@ -388,13 +404,29 @@ fn read_state(path: &Path) -> Result<TrainState> {
     .with_context(|| format!("{} is corrupt", state_path.display()))
 }
 
-/// The newest checkpoint that verifies and whose weights are finite, with a line for each newer
-/// one passed over (to print). `None` when there is none.
-pub fn latest_verified(run_dir: &Path) -> Result<(Option<PathBuf>, Vec<String>)> {
+/// A checkpoint that verified, loaded.
+pub struct Verified {
+    pub path: PathBuf,
+    pub weights: HostWeights,
+    pub state: TrainState,
+}
+
+/// The newest checkpoint that verifies and whose weights are finite, loaded, with a line for
+/// each newer one passed over (to print). `None` when there is none.
+pub fn latest_verified(run_dir: &Path) -> Result<(Option<Verified>, Vec<String>)> {
     let mut notes = Vec::new();
     for p in list(run_dir)?.into_iter().rev() {
-        match verify(&p).and_then(|_| load_model(&p).map(|_| ())) {
-            Ok(()) => return Ok((Some(p), notes)),
+        match verify(&p).and_then(|_| load_model(&p)) {
+            Ok((weights, state)) => {
+                return Ok((
+                    Some(Verified {
+                        path: p,
+                        weights,
+                        state,
+                    }),
+                    notes,
+                ))
+            }
             Err(e) => notes.push(format!(
                 "checkpoint {} is unusable ({e:#}); falling back to the one before it",
                 p.display()
@@ -402,6 +434,16 @@ pub fn latest_verified(run_dir: &Path) -> Result<(Option<PathBuf>, Vec<String>)>
         }
     }
     Ok((None, notes))
+}
+
+/// The newest checkpoint older than `path` that verifies.
+pub fn verified_before(run_dir: &Path, path: &Path) -> Option<PathBuf> {
+    list(run_dir)
+        .ok()?
+        .into_iter()
+        .rev()
+        .filter(|p| p.as_path() < path)
+        .find(|p| verify(p).is_ok())
 }
 
 /// The model and run state of a checkpoint; refuses non-finite weights.

@@ -55,3 +55,11 @@ pub fn tiny_run(
     c.run.export = false;
     c
 }
+
+/// `‖a − b‖ / ‖a‖` in f64: how far a tensor moved, in the tensor-wise sense the equivalence
+/// tests use (single elements that nearly cancel carry float noise of their own).
+pub fn relative_difference(a: &[f32], b: &[f32]) -> f64 {
+    let d: f64 = a.iter().zip(b).map(|(x, y)| ((x - y) as f64).powi(2)).sum();
+    let n: f64 = a.iter().map(|x| (*x as f64).powi(2)).sum();
+    d.sqrt() / n.sqrt()
+}

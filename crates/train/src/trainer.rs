@@ -339,44 +339,50 @@ pub fn accumulate_step<B: Backend>(
 
 struct Resumed {
     path: PathBuf,
-    weights: HostWeights,
     state: TrainState,
 }
 
 /// Rank 0 chooses the newest checkpoint that verifies (saying why it passed over newer ones)
 /// and every rank loads that one.
-fn find_resume(
-    run_dir: &Path,
-    opts: &RunOptions,
-    coll: &dyn Collective,
-) -> Result<Option<Resumed>> {
-    let mut chosen = u64::MAX;
+fn find_resume(run_dir: &Path, coll: &dyn Collective) -> Result<Option<(Resumed, HostWeights)>> {
+    let mut mine = None;
     if coll.rank() == 0 {
         let (found, notes) = checkpoint::latest_verified(run_dir)?;
         for n in notes {
             eprintln!("warning: {n}");
         }
-        if let Some(p) = &found {
-            chosen = checkpoint::load_model(p)?.1.step;
-        } else if !checkpoint::list(run_dir)?.is_empty() {
+        if found.is_none() && !checkpoint::list(run_dir)?.is_empty() {
             bail!(
                 "{}: no checkpoint verifies (see the warnings above); move the run directory aside to start afresh",
                 run_dir.display()
             );
         }
+        mine = found;
     }
-    let _ = opts;
-    let chosen = coll.broadcast_u64(chosen, 0)?;
+    let chosen = coll.broadcast_u64(mine.as_ref().map_or(u64::MAX, |v| v.state.step), 0)?;
     if chosen == u64::MAX {
         return Ok(None);
     }
-    let path = checkpoint::checkpoints_dir(run_dir).join(format!("step-{chosen:08}"));
-    let (weights, state) = checkpoint::load_model(&path)?;
-    Ok(Some(Resumed {
-        path,
-        weights,
-        state,
-    }))
+    // Rank 0 has it loaded already; the others read the one it chose.
+    let v = match mine {
+        Some(v) => v,
+        None => {
+            let path = checkpoint::checkpoints_dir(run_dir).join(format!("step-{chosen:08}"));
+            let (weights, state) = checkpoint::load_model(&path)?;
+            checkpoint::Verified {
+                path,
+                weights,
+                state,
+            }
+        }
+    };
+    Ok(Some((
+        Resumed {
+            path: v.path,
+            state: v.state,
+        },
+        v.weights,
+    )))
 }
 
 fn train_on<B: Backend + 'static>(
@@ -418,11 +424,14 @@ where
         }
     }
     coll.barrier()?;
-    let resumed = if cfg.run.resume {
+    let (resumed, resumed_weights) = match if cfg.run.resume {
         // Rank 0 reads every file of the candidate checkpoints while the others wait.
-        coll.with_patience(CHECKPOINT_PATIENCE, || find_resume(&run_dir, opts, coll))?
+        coll.with_patience(CHECKPOINT_PATIENCE, || find_resume(&run_dir, coll))?
     } else {
         None
+    } {
+        Some((r, w)) => (Some(r), Some(w)),
+        None => (None, None),
     };
     if resumed.is_none() && !checkpoint::list(&run_dir)?.is_empty() {
         bail!(
@@ -440,9 +449,9 @@ where
         write_atomic(&run_dir.join("config.toml"), cfg.to_toml().as_bytes())?;
     }
 
-    let host = match &resumed {
-        Some(r) => {
-            if r.weights.config != mcfg {
+    let host = match (&resumed, resumed_weights) {
+        (Some(r), Some(w)) => {
+            if w.config != mcfg {
                 bail!(
                     "{}: the checkpoint's model differs from the run config's; refusing to resume",
                     r.path.display()
@@ -458,9 +467,9 @@ where
                     if r.state.world_size == 1 { "" } else { "s" }
                 ),
             );
-            r.weights.clone()
+            w
         }
-        None => match &cfg.model.init_from {
+        _ => match &cfg.model.init_from {
             Some(dir) => tinyllama_model::hf::load_dir(dir)?,
             None => HostWeights::init(&mcfg, cfg.run.seed),
         },
@@ -531,15 +540,12 @@ where
     // A checkpoint is "good" once finite steps have been taken from it: the one just loaded
     // becomes good after this process's first finite step; until then the good one is the
     // verified checkpoint before it, if the steps between the two were finite.
+    // (The one before is looked up only when a message needs it.)
     let loaded_from = resumed.as_ref().map(|r| r.path.clone());
-    let mut last_good: Option<PathBuf> = match &resumed {
-        Some(r) if r.state.consecutive_bad == 0 => checkpoint::list(&run_dir)?
-            .into_iter()
-            .rev()
-            .filter(|p| p < &r.path)
-            .find(|p| checkpoint::verify(p).is_ok()),
-        _ => None,
-    };
+    let good_before_loaded = resumed
+        .as_ref()
+        .is_some_and(|r| r.state.consecutive_bad == 0);
+    let mut last_good: Option<PathBuf> = None;
     drop(resumed);
 
     if st.step >= total {
@@ -671,12 +677,8 @@ where
         if loss.is_finite() && norm.is_finite() {
             opt.update(&mut model, &grads, lr, norm, links, &mut comm)?;
             st.consecutive_bad = 0;
-            if let Some(p) = loaded_from.as_ref().filter(|_| {
-                last_good
-                    .as_ref()
-                    .is_none_or(|g| g < loaded_from.as_ref().unwrap())
-            }) {
-                last_good = Some(p.clone());
+            if last_good.is_none() {
+                last_good = loaded_from.clone();
             }
         } else {
             st.skipped_steps += 1;
@@ -695,7 +697,11 @@ where
                     st.consecutive_bad,
                     cfg.run.max_bad_steps,
                     last_good
-                        .as_ref()
+                        .clone()
+                        .or_else(|| {
+                            let loaded = loaded_from.as_ref().filter(|_| good_before_loaded)?;
+                            checkpoint::verified_before(&run_dir, loaded)
+                        })
                         .map(|p| p.display().to_string())
                         .unwrap_or_else(|| "none (no checkpoint has yet been followed by a finite step)".into())
                 );

@@ -11,7 +11,7 @@ use tinyllama_train::checkpoint;
 use tinyllama_train::config::RunConfig;
 use tinyllama_train::data_parallel::{Comm, CommStats, Optimizer};
 use tinyllama_train::loader::SourceSpec;
-use tinyllama_train::testutil::{structured_source, tiny_run};
+use tinyllama_train::testutil::{relative_difference, structured_source, tiny_run};
 use tinyllama_train::trainer::{accumulate_step, cpu_backend, train_in, RunOptions, RunSummary};
 
 /// One source (so the mixture draws no random numbers and every split of a step's sequences
@@ -88,17 +88,11 @@ fn assert_close(a: &RunSummary, b: &RunSummary, tol: f64, what: &str) {
     }
     let (wa, wb) = (weights(a), weights(b));
     for ((s, ta), tb) in wa.specs.iter().zip(&wa.tensors).zip(&wb.tensors) {
-        let diff: f64 = ta
-            .iter()
-            .zip(tb)
-            .map(|(x, y)| ((x - y) as f64).powi(2))
-            .sum();
-        let norm: f64 = ta.iter().map(|x| (*x as f64).powi(2)).sum();
+        let r = relative_difference(ta, tb);
         assert!(
-            diff.sqrt() <= tol * norm.sqrt(),
-            "{what}: tensor {} differs by {:.3e} relative",
-            s.name,
-            diff.sqrt() / norm.sqrt()
+            r <= tol,
+            "{what}: tensor {} differs by {r:.3e} relative",
+            s.name
         );
     }
     let (va, vb) = (a.final_val_loss.unwrap(), b.final_val_loss.unwrap());
@@ -295,17 +289,8 @@ fn masked_targets_weigh_every_token_equally_however_the_batch_is_split() {
     // elements that nearly cancel carry float noise of their own).
     let close = |a: &[Vec<f32>], b: &[Vec<f32>], what: &str| {
         for (i, (ta, tb)) in a.iter().zip(b).enumerate() {
-            let d: f64 = ta
-                .iter()
-                .zip(tb)
-                .map(|(x, y)| ((x - y) as f64).powi(2))
-                .sum();
-            let n: f64 = ta.iter().map(|x| (*x as f64).powi(2)).sum();
-            assert!(
-                d.sqrt() <= 1e-5 * n.sqrt(),
-                "{what}: tensor {i}: {:.3e}",
-                d.sqrt() / n.sqrt()
-            );
+            let r = relative_difference(ta, tb);
+            assert!(r <= 1e-5, "{what}: tensor {i}: {r:.3e}");
         }
     };
     assert!((l_all - l_acc).abs() < 1e-6 * l_all, "{l_all} vs {l_acc}");
