@@ -237,9 +237,32 @@ impl<B: Backend> Llama<B> {
         }
     }
 
-    /// Zeroed gradient buffers shaped like the weights.
+    /// The tensors that training updates, in the order [`Llama::forward_backward`]'s `grads`
+    /// follow: every weight for full training; only the adapters once LoRA is attached
+    /// (the base weights are then frozen and get neither gradients nor optimizer state).
+    pub fn trainable_specs(&self) -> &[ParamSpec] {
+        &self.specs
+    }
+
+    /// The buffers of [`Llama::trainable_specs`].
+    pub fn trainable_weights(&self) -> &[B::Buf] {
+        &self.weights
+    }
+
+    /// [`Llama::trainable_weights`], writable (the optimizer's view).
+    pub fn trainable_weights_mut(&mut self) -> &mut [B::Buf] {
+        &mut self.weights
+    }
+
+    /// The backend, the trainable specs and their buffers at once (the optimizer reads the
+    /// first two while writing the third).
+    pub fn trainable_parts_mut(&mut self) -> (&B, &[ParamSpec], &mut [B::Buf]) {
+        (&self.backend, &self.specs, &mut self.weights)
+    }
+
+    /// Zeroed gradient buffers shaped like the trainable tensors.
     pub fn zero_grads(&self) -> Vec<B::Buf> {
-        self.specs
+        self.trainable_specs()
             .iter()
             .map(|s| self.backend.zeros_as(s.numel(), BufKind::F32))
             .collect()

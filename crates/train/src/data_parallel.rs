@@ -128,7 +128,7 @@ where
 }
 
 fn numel<B: Backend>(model: &Llama<B>) -> Vec<usize> {
-    model.specs.iter().map(|s| s.numel()).collect()
+    model.trainable_specs().iter().map(|s| s.numel()).collect()
 }
 
 impl<B: Backend + 'static> Optimizer<B>
@@ -300,15 +300,15 @@ where
             Optimizer::Zero1 { cfg, step, state } => {
                 let scale = cfg.clip_scale(grad_norm);
                 *step += 1;
-                let be = &model.backend;
+                let (be, specs, weights) = model.trainable_parts_mut();
                 for s in state.segs.iter_mut() {
                     let sg = s.seg;
-                    let wd = cfg.decay_for(model.specs[sg.tensor].kind);
+                    let wd = cfg.decay_for(specs[sg.tensor].kind);
                     be.copy(&mut s.g, 0, &state.gshard, sg.shard_offset, sg.len);
                     be.copy(
                         &mut s.p,
                         0,
-                        &model.weights[sg.tensor],
+                        &weights[sg.tensor],
                         sg.tensor_offset,
                         sg.len,
                     );
@@ -329,7 +329,7 @@ where
                 move_buffers(be, comm, Move::AllGather, &state.pshard, &mut state.pflat)?;
                 stats.seconds += t0.elapsed().as_secs_f64();
                 let offs = state.layout.offsets();
-                for (i, w) in model.weights.iter_mut().enumerate() {
+                for (i, w) in weights.iter_mut().enumerate() {
                     let n = be.len(w);
                     be.copy(w, 0, &state.pflat, offs[i], n);
                 }

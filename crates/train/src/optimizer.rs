@@ -121,11 +121,12 @@ impl<B: Backend> AdamW<B> {
         let c = &self.cfg;
         let scale = c.clip_scale(grad_norm);
         self.step += 1;
-        for i in 0..model.weights.len() {
-            let wd = c.decay_for(model.specs[i].kind);
+        let (be, specs, weights) = model.trainable_parts_mut();
+        for i in 0..weights.len() {
+            let wd = c.decay_for(specs[i].kind);
             c.apply(
-                &model.backend,
-                &mut model.weights[i],
+                be,
+                &mut weights[i],
                 &grads[i],
                 (&mut self.m[i], &mut self.v[i]),
                 lr,
