@@ -21,6 +21,9 @@ struct Cli {
 enum Command {
     /// Pre-train a model (no arguments: the embedded demo, end to end).
     Pretrain(Box<cmd::pretrain::PretrainArgs>),
+    /// Fine-tune a Hugging Face model on chat data: SFT (full or LoRA) or DPO; no config runs
+    /// the embedded demo.
+    Finetune(Box<cmd::finetune::FinetuneArgs>),
     /// Generate a continuation of a prompt with KV-cache decoding.
     Generate(Box<cmd::generate::GenerateArgs>),
     /// Chat with a model in the terminal (its chat template, or the Zephyr format).
@@ -88,6 +91,7 @@ fn main() {
     let result = match cli.command {
         Command::Info(a) => cmd::info::run(a),
         Command::Pretrain(a) => cmd::pretrain::run(*a),
+        Command::Finetune(a) => cmd::finetune::run(*a),
         Command::Generate(a) => cmd::generate::run(*a),
         Command::Chat(a) => cmd::chat::run(*a),
         Command::Serve(a) => cmd::serve::run(*a),

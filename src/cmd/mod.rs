@@ -8,6 +8,7 @@ pub mod demo;
 pub mod eval;
 pub mod eval_bench;
 pub mod export;
+pub mod finetune;
 pub mod generate;
 pub mod infer_opts;
 pub mod info;

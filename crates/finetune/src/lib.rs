@@ -3,3 +3,5 @@
 //! training loop of `tinyllama-train`.
 
 pub mod chat;
+pub mod demo;
+pub mod run;

@@ -182,6 +182,9 @@ pub struct RankPart<'a> {
     pub loader: &'a LoaderState,
     /// The run's state (meaningful on rank 0).
     pub state: &'a TrainState,
+    /// More files rank 0 writes into the checkpoint directory (a LoRA run's adapter); they
+    /// are covered by the manifest like the rest.
+    pub extra: Option<&'a dyn Fn(&Path) -> Result<()>>,
 }
 
 /// Writes the checkpoint for `state.step` together with the other ranks (every rank calls it)
@@ -226,6 +229,9 @@ pub fn save(
         let tok = run_dir.join("tokenizer.json");
         if tok.exists() {
             write_atomic(&tmp.join("tokenizer.json"), &std::fs::read(tok)?)?;
+        }
+        if let Some(extra) = part.extra {
+            extra(&tmp)?;
         }
     }
     coll.barrier()?;

@@ -24,6 +24,129 @@ pub struct RunConfig {
     pub run: RunSection,
     #[serde(default)]
     pub dist: DistSection,
+    /// Fine-tuning (`tinyllama finetune`): chat data instead of shards, SFT (full or LoRA) or
+    /// DPO. Absent for pre-training.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finetune: Option<FinetuneSection>,
+}
+
+/// What `[finetune] method` trains.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FinetuneMethod {
+    /// Supervised fine-tuning of every weight.
+    Full,
+    /// Supervised fine-tuning of low-rank adapters; the base weights stay frozen.
+    Lora,
+    /// Direct Preference Optimization on preference pairs (full, or LoRA with `dpo.lora`).
+    Dpo,
+}
+
+/// `[finetune]`: see docs/finetune.md.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FinetuneSection {
+    pub method: FinetuneMethod,
+    /// Chat JSONL files (SFT: OpenAI messages, ShareGPT or Alpaca; DPO: preference pairs).
+    pub train: Vec<PathBuf>,
+    /// Held-out files of the same kind (optional).
+    pub val: Vec<PathBuf>,
+    /// Or hold out this fraction of the training conversations (by a hash of each, so the same
+    /// ones on every run).
+    pub val_fraction: f64,
+    /// `assistant` (loss on the assistant replies only) or `all` (every token).
+    pub train_on: String,
+    /// A conversation longer than the sequence: `truncate_left` (drop whole leading turns) or
+    /// `drop`.
+    pub overflow: String,
+    /// Pack several conversations into one row (targets never cross conversations).
+    pub pack: bool,
+    /// Passes over the training data; sets `batch.max_steps` (which otherwise applies).
+    pub epochs: Option<f64>,
+    /// Warm-up as a fraction of the steps (overrides `optim.warmup_steps` when set).
+    pub warmup_ratio: Option<f64>,
+    pub lora: LoraSection,
+    pub dpo: DpoSection,
+}
+
+impl Default for FinetuneSection {
+    fn default() -> Self {
+        FinetuneSection {
+            method: FinetuneMethod::Lora,
+            train: vec![],
+            val: vec![],
+            val_fraction: 0.0,
+            train_on: "assistant".into(),
+            overflow: "truncate_left".into(),
+            pack: false,
+            epochs: None,
+            warmup_ratio: Some(0.03),
+            lora: LoraSection::default(),
+            dpo: DpoSection::default(),
+        }
+    }
+}
+
+/// `[finetune.lora]`: the adapters (PEFT's names and meaning).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoraSection {
+    pub rank: usize,
+    pub alpha: f64,
+    pub dropout: f64,
+    /// Any of q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj.
+    pub targets: Vec<String>,
+}
+
+impl Default for LoraSection {
+    fn default() -> Self {
+        LoraSection {
+            rank: 8,
+            alpha: 16.0,
+            dropout: 0.05,
+            targets: [
+                "q_proj",
+                "k_proj",
+                "v_proj",
+                "o_proj",
+                "gate_proj",
+                "up_proj",
+                "down_proj",
+            ]
+            .map(String::from)
+            .to_vec(),
+        }
+    }
+}
+
+/// `[finetune.dpo]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DpoSection {
+    /// The strength of the KL anchor to the reference model.
+    pub beta: f64,
+    /// Train LoRA adapters (reference: the base model, adapters off) instead of every weight.
+    pub lora: bool,
+}
+
+impl Default for DpoSection {
+    fn default() -> Self {
+        DpoSection {
+            beta: 0.1,
+            lora: false,
+        }
+    }
+}
+
+impl FinetuneSection {
+    /// Whether this run trains adapters.
+    pub fn uses_lora(&self) -> bool {
+        match self.method {
+            FinetuneMethod::Lora => true,
+            FinetuneMethod::Dpo => self.dpo.lora,
+            FinetuneMethod::Full => false,
+        }
+    }
 }
 
 /// Several processes (`mpirun -np N tinyllama pretrain …`, see docs/distributed.md). Ignored by
@@ -78,7 +201,8 @@ impl Default for ModelSection {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DataSection {
-    /// Training sources with mixture weights.
+    /// Training sources with mixture weights (fine-tuning reads `[finetune] train` instead).
+    #[serde(default)]
     pub train: Vec<SourceSpec>,
     /// Validation sources (optional).
     #[serde(default)]
@@ -229,6 +353,11 @@ impl RunConfig {
             fix(p);
         }
         fix(&mut cfg.run.out_dir);
+        if let Some(f) = cfg.finetune.as_mut() {
+            for p in f.train.iter_mut().chain(f.val.iter_mut()) {
+                fix(p);
+            }
+        }
         Ok(cfg)
     }
 
@@ -338,6 +467,60 @@ impl RunConfig {
         match self.run.precision.as_str() {
             "f32" | "bf16" => {}
             p => bail!("[run]: precision `{p}` unknown; use f32 or bf16"),
+        }
+        if let Some(f) = &self.finetune {
+            f.validate()?;
+        }
+        Ok(())
+    }
+}
+
+impl FinetuneSection {
+    pub fn validate(&self) -> Result<()> {
+        if self.train.is_empty() {
+            bail!("[finetune]: give `train = [\"chat.jsonl\", …]`, the conversations (or preference pairs) to train on");
+        }
+        if !(0.0..1.0).contains(&self.val_fraction) {
+            bail!(
+                "[finetune]: val_fraction {} must be in [0, 1)",
+                self.val_fraction
+            );
+        }
+        match self.train_on.as_str() {
+            "assistant" | "all" => {}
+            t => bail!("[finetune]: train_on `{t}` unknown; use \"assistant\" (loss on the replies) or \"all\""),
+        }
+        match self.overflow.as_str() {
+            "truncate_left" | "drop" => {}
+            t => bail!("[finetune]: overflow `{t}` unknown; use \"truncate_left\" or \"drop\""),
+        }
+        if let Some(e) = self.epochs {
+            if !(e > 0.0 && e.is_finite()) {
+                bail!("[finetune]: epochs must be positive, got {e}");
+            }
+        }
+        if let Some(w) = self.warmup_ratio {
+            if !(0.0..1.0).contains(&w) {
+                bail!("[finetune]: warmup_ratio {w} must be in [0, 1)");
+            }
+        }
+        let l = &self.lora;
+        if self.uses_lora() {
+            if l.rank == 0 {
+                bail!("[finetune.lora]: rank must be at least 1");
+            }
+            if !(l.alpha > 0.0 && l.alpha.is_finite()) {
+                bail!("[finetune.lora]: alpha must be positive, got {}", l.alpha);
+            }
+            if !(0.0..1.0).contains(&l.dropout) {
+                bail!("[finetune.lora]: dropout {} must be in [0, 1)", l.dropout);
+            }
+            if l.targets.is_empty() {
+                bail!("[finetune.lora]: targets is empty; name at least one of q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj");
+            }
+        }
+        if self.method == FinetuneMethod::Dpo && !(self.dpo.beta > 0.0 && self.dpo.beta.is_finite()) {
+            bail!("[finetune.dpo]: beta must be positive, got {}", self.dpo.beta);
         }
         Ok(())
     }

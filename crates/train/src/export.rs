@@ -6,6 +6,7 @@ use anyhow::{bail, Context, Result};
 use std::path::Path;
 use tinyllama_model::atomic::write_atomic;
 use tinyllama_model::hf::{self, SaveDtype};
+use tinyllama_model::HostWeights;
 
 pub fn export_hf(
     checkpoint: &Path,
@@ -15,11 +16,23 @@ pub fn export_hf(
 ) -> Result<()> {
     let weights = hf::load_dir(checkpoint)
         .with_context(|| format!("loading checkpoint {}", checkpoint.display()))?;
-    hf::save_dir(&weights, out, dtype, hf::DEFAULT_SHARD_BYTES)?;
     let tok_path = match tokenizer {
         Some(p) => Some(p.to_path_buf()),
         None => Some(checkpoint.join("tokenizer.json")).filter(|p| p.exists()),
     };
+    export_weights(&weights, out, dtype, tok_path.as_deref())
+}
+
+/// Weights in memory → a Hugging Face directory, with the tokenizer when given (a LoRA run
+/// exports its merged weights this way).
+pub fn export_weights(
+    weights: &HostWeights,
+    out: &Path,
+    dtype: SaveDtype,
+    tokenizer: Option<&Path>,
+) -> Result<()> {
+    hf::save_dir(weights, out, dtype, hf::DEFAULT_SHARD_BYTES)?;
+    let tok_path = tokenizer;
     let Some(tok_path) = tok_path else {
         eprintln!("note: no tokenizer.json found with the checkpoint; the export has weights and config only (pass --tokenizer FILE)");
         return Ok(());

@@ -1,4 +1,4 @@
-//! Pre-training: everything between packed shards and checkpoints.
+//! Training: everything between data (packed shards, or fine-tuning rows) and checkpoints.
 //!
 //! - [`config`]: the run configuration (TOML) and its validation.
 //! - [`schedule`]: learning-rate schedules.
@@ -8,20 +8,25 @@
 //! - [`metrics`]: `metrics.jsonl`, MFU, peak FLOP/s.
 //! - [`plot`]: the loss / learning-rate picture.
 //! - [`data_parallel`]: gradient exchange over ranks and the (ZeRO-1 sharded) optimizer step.
-//! - [`trainer`]: the training loop.
+//! - [`rows`]: in-memory rows and preference pairs (fine-tuning data) and their loader.
+//! - [`dpo`]: the DPO loss, its gradient and the cached reference log-probabilities.
+//! - [`trainer`]: the training loop (pre-training and fine-tuning).
 //! - [`export`]: checkpoint → Hugging Face directory.
 //! - [`bench`]: training-step throughput.
 
+pub mod adapter;
 pub mod bench;
 pub mod checkpoint;
 pub mod config;
 pub mod data_parallel;
 pub mod device_bench;
+pub mod dpo;
 pub mod export;
 pub mod loader;
 pub mod metrics;
 pub mod optimizer;
 pub mod plot;
+pub mod rows;
 pub mod schedule;
 #[doc(hidden)]
 pub mod testutil;

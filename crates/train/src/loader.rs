@@ -132,6 +132,38 @@ pub struct LoaderState {
     pub sources: Vec<SourceState>,
 }
 
+/// A stream of training batches whose position is a [`LoaderState`] (checkpointed, restored
+/// on resume): the shard mixture of pre-training or the in-memory rows of fine-tuning.
+pub trait BatchSource {
+    /// Fills `inputs` and `targets` (`batch × seq` each) with the next batch.
+    fn next_batch(
+        &mut self,
+        batch: usize,
+        inputs: &mut Vec<u32>,
+        targets: &mut Vec<i32>,
+    ) -> Result<()>;
+    fn state(&self) -> &LoaderState;
+    /// Continues from a checkpointed state, refusing if the data changed underneath.
+    fn restore(&mut self, state: LoaderState) -> Result<()>;
+}
+
+impl BatchSource for MixtureLoader {
+    fn next_batch(
+        &mut self,
+        batch: usize,
+        inputs: &mut Vec<u32>,
+        targets: &mut Vec<i32>,
+    ) -> Result<()> {
+        MixtureLoader::next_batch(self, batch, inputs, targets)
+    }
+    fn state(&self) -> &LoaderState {
+        &self.state
+    }
+    fn restore(&mut self, state: LoaderState) -> Result<()> {
+        MixtureLoader::restore(self, state)
+    }
+}
+
 struct Source {
     reader: PackedReader,
     weight: f64,
@@ -301,6 +333,32 @@ pub struct ValSet {
 }
 
 impl ValSet {
+    /// Validation rows prepared in memory (fine-tuning's held-out conversations), each of
+    /// `seq_len` positions.
+    pub fn from_rows(rows: &[crate::rows::Row], seq_len: usize) -> Result<Self> {
+        let mut v = ValSet {
+            inputs: Vec::with_capacity(rows.len() * seq_len),
+            targets: Vec::with_capacity(rows.len() * seq_len),
+            sequences: 0,
+        };
+        for (i, r) in rows.iter().enumerate() {
+            if r.inputs.len() != seq_len || r.targets.len() != seq_len {
+                bail!(
+                    "validation row {i} has {} inputs and {} targets; every row must have {seq_len}",
+                    r.inputs.len(),
+                    r.targets.len()
+                );
+            }
+            v.inputs.extend_from_slice(&r.inputs);
+            v.targets.extend_from_slice(&r.targets);
+            v.sequences += 1;
+        }
+        if v.sequences == 0 {
+            bail!("the validation set is empty");
+        }
+        Ok(v)
+    }
+
     pub fn load(specs: &[SourceSpec], seq_len: usize, max_blocks: usize) -> Result<Self> {
         let mut v = ValSet {
             inputs: vec![],

@@ -18,6 +18,12 @@ pub struct StepRecord {
     pub mfu: f64,
     pub skipped_steps: u64,
     pub elapsed_s: f64,
+    /// DPO runs: the step's reward statistics (loss is then the DPO loss).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub dpo: Option<crate::dpo::DpoStats>,
+    /// DPO runs: the same on the validation pairs, when evaluated.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub val_dpo: Option<crate::dpo::DpoStats>,
 }
 
 pub struct MetricsWriter {

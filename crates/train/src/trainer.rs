@@ -10,7 +10,10 @@
 use crate::checkpoint::{self, RankPart, TrainState};
 use crate::config::RunConfig;
 use crate::data_parallel::{Comm, CommStats, Optimizer};
-use crate::loader::{LoaderState, MixtureLoader, ValSet};
+use crate::config::FinetuneMethod;
+use crate::dpo::{self, DpoStats, ReferenceCache};
+use crate::loader::{BatchSource, LoaderState, MixtureLoader, ValSet};
+use crate::rows::{FinetuneData, IndexLoader, PairRows, RowLoader};
 use crate::metrics::{self, MetricsWriter, StepRecord};
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -71,15 +74,29 @@ const CHECKPOINT_PATIENCE: u32 = 20;
 /// Runs (or resumes) the configured training run as one rank of the job this process was
 /// launched into (a single process when no launcher started several; see [`tinyllama_dist`]).
 pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<RunSummary> {
+    run_job(cfg, opts, None)
+}
+
+/// Fine-tuning on the same loop: `data` holds the run's rows (SFT) or preference pairs (DPO),
+/// prepared by the caller from `cfg.finetune`.
+pub fn finetune(cfg: &RunConfig, opts: &RunOptions, data: &FinetuneData) -> Result<RunSummary> {
+    run_job(cfg, opts, Some(data))
+}
+
+fn run_job(
+    cfg: &RunConfig,
+    opts: &RunOptions,
+    data: Option<&FinetuneData>,
+) -> Result<RunSummary> {
     cfg.validate()?;
     #[cfg(all(feature = "cuda", not(feature = "mpi")))]
     if cfg.run.device.starts_with("cuda") {
         if let Some(info) = LaunchInfo::detect()?.filter(|i| i.world > 1) {
-            return train_cuda_without_mpi(cfg, opts, &info);
+            return train_cuda_without_mpi(cfg, opts, &info, data);
         }
     }
     let coll = tinyllama_dist::open()?;
-    train_in(cfg, opts, coll)
+    run_in(cfg, opts, coll, data)
 }
 
 /// A GPU job started without MPI (torchrun-style variables, or srun without an MPI library):
@@ -89,6 +106,7 @@ fn train_cuda_without_mpi(
     cfg: &RunConfig,
     opts: &RunOptions,
     info: &LaunchInfo,
+    data: Option<&FinetuneData>,
 ) -> Result<RunSummary> {
     use std::sync::Arc;
     use tinyllama_cuda::nccl::{IdExchange, NcclCollective};
@@ -127,7 +145,7 @@ fn train_cuda_without_mpi(
         ..opts.clone()
     };
     let device: Arc<dyn tinyllama_dist::DeviceCollective> = nccl.clone();
-    train_on(backend, cfg, &quiet, Box::new(nccl), Some(device))
+    train_on(backend, cfg, &quiet, Box::new(nccl), Some(device), data)
 }
 
 /// [`train`] as one rank of `coll` (tests pass an in-process group).
@@ -136,7 +154,31 @@ pub fn train_in(
     opts: &RunOptions,
     coll: Box<dyn Collective>,
 ) -> Result<RunSummary> {
+    run_in(cfg, opts, coll, None)
+}
+
+/// [`finetune`] as one rank of `coll`.
+pub fn finetune_in(
+    cfg: &RunConfig,
+    opts: &RunOptions,
+    coll: Box<dyn Collective>,
+    data: &FinetuneData,
+) -> Result<RunSummary> {
+    run_in(cfg, opts, coll, Some(data))
+}
+
+fn run_in(
+    cfg: &RunConfig,
+    opts: &RunOptions,
+    coll: Box<dyn Collective>,
+    data: Option<&FinetuneData>,
+) -> Result<RunSummary> {
     cfg.validate()?;
+    match (&cfg.finetune, data) {
+        (Some(_), None) => bail!("the run config has a [finetune] section: run it with `tinyllama finetune --config …`"),
+        (None, Some(_)) => bail!("fine-tuning data was given but the run config has no [finetune] section"),
+        _ => {}
+    }
     let rank = coll.rank();
     let quiet_rank = RunOptions {
         quiet: opts.quiet || rank != 0,
@@ -152,7 +194,7 @@ pub fn train_in(
                 "note: this CPU has no AMX tiles, so bf16 products are emulated and slower than f32; precision = \"f32\" is the faster choice here",
             );
         }
-        return train_on(backend, cfg, opts, coll, None);
+        return train_on(backend, cfg, opts, coll, None, data);
     }
     if dev.starts_with("cuda") {
         #[cfg(feature = "cuda")]
@@ -199,7 +241,7 @@ pub fn train_in(
             } else {
                 None
             };
-            return train_on(backend, cfg, opts, coll, device);
+            return train_on(backend, cfg, opts, coll, device, data);
         }
         #[cfg(not(feature = "cuda"))]
         bail!(
@@ -257,7 +299,8 @@ fn val_loss<B: Backend>(
         }
         let l = model.forward_losses(&mut cache[idx], &inp, &tgt)?;
         sums[0] += l.iter().map(|&x| x as f64).sum::<f64>();
-        sums[1] += l.len() as f64;
+        // Ignored targets (masked prompts, padding) score 0 and do not count.
+        sums[1] += tgt.iter().filter(|&&t| t >= 0).count() as f64;
     }
     coll.all_reduce_f64(&mut sums, ReduceOp::Sum)?;
     Ok(sums[0] / sums[1])
@@ -385,12 +428,114 @@ fn find_resume(run_dir: &Path, coll: &dyn Collective) -> Result<Option<(Resumed,
     )))
 }
 
+/// Where a run's batches come from.
+enum Feed {
+    /// Token rows: the shard mixture of pre-training or supervised fine-tuning rows.
+    Stream(Box<dyn BatchSource>),
+    /// Preference pairs (DPO), taken whole.
+    Pairs {
+        order: IndexLoader,
+        pairs: std::sync::Arc<Vec<PairRows>>,
+    },
+}
+
+impl Feed {
+    fn state(&self) -> &LoaderState {
+        match self {
+            Feed::Stream(l) => l.state(),
+            Feed::Pairs { order, .. } => &order.state,
+        }
+    }
+    fn restore(&mut self, s: LoaderState) -> Result<()> {
+        match self {
+            Feed::Stream(l) => l.restore(s),
+            Feed::Pairs { order, .. } => order.restore(s),
+        }
+    }
+}
+
+/// The dropout masks of a step: a function of the seed, the step and the rank only, so a
+/// resumed run draws the same masks as an uninterrupted one.
+fn dropout_seed(seed: u64, step: u64, rank: usize) -> u64 {
+    tinyllama_model::rng::Rng::derive(seed ^ 0xd7_0000_0000, step << 16 | rank as u64).next_u64()
+}
+
+/// The reference log-probabilities of a DPO run: from the cache in the run directory when it
+/// was made for this data, otherwise computed now with the starting model (for LoRA, the base
+/// model with the adapters off) and cached by rank 0.
+#[allow(clippy::too_many_arguments)]
+fn dpo_reference<B: Backend + 'static>(
+    model: &mut Llama<B>,
+    acts: &mut Activations<B>,
+    train: &[PairRows],
+    val: &[PairRows],
+    run_dir: &Path,
+    resumed: bool,
+    coll: &Watched,
+    opts: &RunOptions,
+) -> Result<ReferenceCache>
+where
+    B::Buf: 'static,
+{
+    let hash = dpo::pairs_hash(train, val);
+    if let Some(c) = ReferenceCache::load(run_dir, &hash)? {
+        if c.train.len() == train.len() && c.val.len() == val.len() {
+            say(
+                opts,
+                format!(
+                    "reference log-probabilities of {} pairs read from {}",
+                    train.len() + val.len(),
+                    run_dir.join(dpo::REFERENCE_FILE).display()
+                ),
+            );
+            return Ok(c);
+        }
+    }
+    let lora = model.lora().is_some();
+    if resumed && !lora {
+        bail!(
+            "{}: the reference log-probabilities of this DPO run are missing or were made for other data, and the starting model's weights are gone from a resumed full fine-tune; start the run afresh (a new out_dir)",
+            run_dir.join(dpo::REFERENCE_FILE).display()
+        );
+    }
+    let t0 = Instant::now();
+    if lora {
+        model.set_adapters_enabled(false);
+    }
+    let computed = (|| -> Result<ReferenceCache> {
+        Ok(ReferenceCache {
+            data_hash: hash.clone(),
+            train: dpo::pair_logps(model, acts, train, coll)?,
+            val: dpo::pair_logps(model, acts, val, coll)?,
+        })
+    })();
+    if lora {
+        model.set_adapters_enabled(true);
+    }
+    let c = computed.context("computing the DPO reference log-probabilities")?;
+    if coll.rank() == 0 {
+        c.save(run_dir)?;
+    }
+    say(
+        opts,
+        format!(
+            "reference log-probabilities of {} pairs computed in {:.1} s (cached in {})",
+            train.len() + val.len(),
+            t0.elapsed().as_secs_f64(),
+            run_dir.join(dpo::REFERENCE_FILE).display()
+        ),
+    );
+    coll.barrier()?;
+    Ok(c)
+}
+
 fn train_on<B: Backend + 'static>(
     backend: B,
     cfg: &RunConfig,
     opts: &RunOptions,
     coll: Box<dyn Collective>,
     device: Option<std::sync::Arc<dyn tinyllama_dist::DeviceCollective>>,
+    data: Option<&FinetuneData>,
 ) -> Result<RunSummary>
 where
     B::Buf: 'static,
@@ -476,21 +621,53 @@ where
     };
     let mut model = Llama::new(backend, &host)?;
     drop(host);
+    let lora = cfg.finetune.as_ref().filter(|f| f.uses_lora());
+    if let Some(f) = lora {
+        let mut lc = crate::adapter::lora_config(&f.lora)?;
+        if f.method == FinetuneMethod::Dpo {
+            // As TRL's DPO does by default (`disable_dropout`): the log-probabilities DPO
+            // compares are those of the model without dropout.
+            lc.dropout = 0.0;
+        }
+        model.attach_lora(lc, cfg.run.seed)?;
+        if let Some(r) = &resumed {
+            crate::adapter::load_into(&mut model, &r.path)?;
+        }
+    }
     let mut opt = Optimizer::new(&model, cfg.adamw(), rank, world, cfg.dist.zero);
     let names: Vec<String> = model.trainable_specs().iter().map(|s| s.name.clone()).collect();
     let numel: Vec<usize> = model.trainable_specs().iter().map(|s| s.numel()).collect();
     let total_params: usize = numel.iter().sum();
-    let mut loader = MixtureLoader::new(
-        &cfg.data.train,
-        seq,
-        cfg.run.seed,
-        rank as u64,
-        world as u64,
-    )?;
-    let val = if cfg.data.val.is_empty() {
-        None
-    } else {
-        Some(ValSet::load(&cfg.data.val, seq, cfg.run.eval_sequences)?)
+    let mut loader = match data {
+        None => Feed::Stream(Box::new(MixtureLoader::new(
+            &cfg.data.train,
+            seq,
+            cfg.run.seed,
+            rank as u64,
+            world as u64,
+        )?)),
+        Some(FinetuneData::Sft { train, .. }) => Feed::Stream(Box::new(RowLoader::new(
+            train.clone(),
+            cfg.run.seed,
+            rank,
+            world,
+        )?)),
+        Some(FinetuneData::Dpo { train, .. }) => Feed::Pairs {
+            order: IndexLoader::new("finetune-pairs", train.len(), cfg.run.seed, rank, world)?,
+            pairs: train.clone(),
+        },
+    };
+    let val = match data {
+        None if cfg.data.val.is_empty() => None,
+        None => Some(ValSet::load(&cfg.data.val, seq, cfg.run.eval_sequences)?),
+        Some(FinetuneData::Sft { val, .. }) if !val.is_empty() => {
+            Some(ValSet::from_rows(val, seq)?)
+        }
+        Some(_) => None,
+    };
+    let dpo_val: &[PairRows] = match data {
+        Some(FinetuneData::Dpo { val, .. }) => val,
+        _ => &[],
     };
     let mut st = match &resumed {
         Some(r) => {
@@ -530,7 +707,7 @@ where
             tokens_seen: 0,
             skipped_steps: 0,
             consecutive_bad: 0,
-            loader: loader.state.clone(),
+            loader: loader.state().clone(),
             elapsed_s: 0.0,
             config: cfg.clone(),
             world_size: world,
@@ -588,11 +765,40 @@ where
         None => metrics::gpu_peak(&model.backend.name()).unwrap_or_else(metrics::measure_cpu_peak),
     };
     let peak = peak_per_rank * world as f64;
-    let flops_per_token = mcfg.train_flops_per_token(seq);
-    let mut acts = Activations::with_recompute(&model, micro, seq, cfg.run.recompute);
+    let dpo = cfg
+        .finetune
+        .as_ref()
+        .filter(|f| f.method == FinetuneMethod::Dpo)
+        .map(|f| f.dpo.beta);
+    // Model FLOPs per trained position: 6N (+ attention) for full training; frozen weights
+    // skip their weight gradients (4N); DPO runs each row forward once more (+2N).
+    let flops_per_token = mcfg.train_flops_per_token(seq)
+        * if lora.is_some() { 4.0 / 6.0 } else { 1.0 }
+        + if dpo.is_some() {
+            mcfg.train_flops_per_token(seq) / 3.0
+        } else {
+            0.0
+        };
+    // DPO runs one row at a time (its weights need the row's log-probability first).
+    let act_batch = if dpo.is_some() { 1 } else { micro };
+    let mut acts = Activations::with_recompute(&model, act_batch, seq, cfg.run.recompute);
     let mut val_acts = Vec::new();
     let mut grads = model.zero_grads();
-    let tokens_per_step = (cfg.batch.global_batch * seq) as u64;
+    let rows_per_item = if dpo.is_some() { 2 } else { 1 };
+    let tokens_per_step = (cfg.batch.global_batch * seq * rows_per_item) as u64;
+    let refs = match data {
+        Some(FinetuneData::Dpo { train, val }) => Some(dpo_reference(
+            &mut model,
+            &mut acts,
+            train,
+            val,
+            &run_dir,
+            st.step > 0,
+            coll,
+            opts,
+        )?),
+        _ => None,
+    };
     let mut batches: Vec<(Vec<u32>, Vec<i32>)> = vec![(Vec::new(), Vec::new()); accum];
 
     say(
@@ -662,13 +868,41 @@ where
         }
         let t0 = Instant::now();
         comm = CommStats::default();
-        // All of this rank's micro-batches first: the step's gradient is normalised by the
-        // number of targets over every micro-batch of every rank, known before any backward.
-        for (inp, tgt) in batches.iter_mut() {
-            loader.next_batch(micro, inp, tgt)?;
+        if lora.is_some() {
+            model.set_dropout_seed(dropout_seed(cfg.run.seed, step, rank));
         }
-        let mut loss = accumulate_step(&model, &mut acts, &mut grads, &batches, coll)
-            .with_context(|| format!("step {step}"))?;
+        let mut dstats: Option<DpoStats> = None;
+        let mut loss = match &mut loader {
+            Feed::Stream(l) => {
+                // All of this rank's micro-batches first: the step's gradient is normalised by
+                // the number of targets over every micro-batch of every rank, known before any
+                // backward.
+                for (inp, tgt) in batches.iter_mut() {
+                    l.next_batch(micro, inp, tgt)?;
+                }
+                accumulate_step(&model, &mut acts, &mut grads, &batches, coll)
+                    .with_context(|| format!("step {step}"))?
+            }
+            Feed::Pairs { order, pairs } => {
+                let idx: Vec<usize> = (0..accum * micro).map(|_| order.next_index()).collect();
+                let ps: Vec<&PairRows> = idx.iter().map(|&i| &pairs[i]).collect();
+                let r = refs.as_ref().expect("DPO has reference log-probabilities");
+                let rs: Vec<(f64, f64)> = idx.iter().map(|&i| r.train[i]).collect();
+                let s = dpo::accumulate_step(
+                    &model,
+                    &mut acts,
+                    &mut grads,
+                    &ps,
+                    &rs,
+                    dpo.unwrap_or(0.1),
+                    cfg.batch.global_batch,
+                    coll,
+                )
+                .with_context(|| format!("step {step}"))?;
+                dstats = Some(s);
+                s.loss
+            }
+        };
         if opts.inject_nan_at.contains(&step) {
             loss = f64::NAN;
         }
@@ -729,12 +963,23 @@ where
             mfu,
             skipped_steps: st.skipped_steps,
             elapsed_s: elapsed_before + started.elapsed().as_secs_f64(),
+            dpo: dstats,
+            val_dpo: None,
         };
+        let eval_now = last || (cfg.run.eval_every > 0 && st.step % cfg.run.eval_every == 0);
         if let Some(v) = &val {
-            if last || (cfg.run.eval_every > 0 && st.step % cfg.run.eval_every == 0) {
+            if eval_now {
                 let vl = val_loss(&model, v, micro, seq, &mut val_acts, coll)?;
                 rec.val_loss = Some(vl);
                 last_val = Some(vl);
+            }
+        }
+        if let (Some(beta), Some(r)) = (dpo, refs.as_ref()) {
+            if eval_now && !dpo_val.is_empty() {
+                let vs = dpo::evaluate(&model, &mut acts, dpo_val, &r.val, beta, coll)?;
+                rec.val_loss = Some(vs.loss);
+                rec.val_dpo = Some(vs);
+                last_val = Some(vs.loss);
             }
         }
         if let Some(m) = metrics.as_mut() {
@@ -742,11 +987,21 @@ where
         }
         losses.push(loss);
         let line = format!(
-            "step {:>6} loss {:.4}{} lr {:.2e} gnorm {:.3} {:.0} tok/s{} mfu {:.1}%{}",
+            "step {:>6} loss {:.4}{}{} lr {:.2e} gnorm {:.3} {:.0} tok/s{} mfu {:.1}%{}",
             step,
             loss,
             rec.val_loss
                 .map(|v| format!(" val {v:.4}"))
+                .unwrap_or_default(),
+            rec.dpo
+                .map(|d| format!(
+                    " margin {:.3} acc {:.2}{}",
+                    d.margin,
+                    d.accuracy,
+                    rec.val_dpo
+                        .map(|v| format!(" val acc {:.2}", v.accuracy))
+                        .unwrap_or_default()
+                ))
                 .unwrap_or_default(),
             lr,
             norm,
@@ -776,16 +1031,21 @@ where
             None => {}
         }
         if last || (cfg.run.save_every > 0 && st.step % cfg.run.save_every == 0) {
-            st.loader = loader.state.clone();
+            st.loader = loader.state().clone();
             st.elapsed_s = elapsed_before + started.elapsed().as_secs_f64();
             // Rank 0's loader position goes into state.json; every rank's into its own file.
             let mut state0 = st.clone();
             if world > 1 {
-                let all = coll.all_gather_bytes(&serde_json::to_vec(&loader.state)?)?;
+                let all = coll.all_gather_bytes(&serde_json::to_vec(loader.state())?)?;
                 state0.loader = serde_json::from_slice(&all[0])?;
             }
             let (m, v) = opt.moments(&model);
             let host = (rank == 0).then(|| model.to_host());
+            let write_adapter = |dir: &Path| crate::adapter::save(&model, dir, cfg);
+            let extra: Option<&dyn Fn(&Path) -> Result<()>> = match lora {
+                Some(_) => Some(&write_adapter),
+                None => None,
+            };
             // The other ranks wait while rank 0 writes the model: a checkpoint of a large model
             // on a slow filesystem is not a hang.
             let p = coll.with_patience(CHECKPOINT_PATIENCE, || {
@@ -797,8 +1057,9 @@ where
                         m: &m,
                         v: &v,
                         total: total_params,
-                        loader: &loader.state,
+                        loader: loader.state(),
                         state: &state0,
+                        extra,
                     },
                     coll,
                     cfg.run.keep_last,
@@ -852,12 +1113,25 @@ where
             }
         };
         if cfg.run.export {
-            let ckpt = match &last_ckpt {
-                Some(c) => c.clone(),
-                None => checkpoint::latest(&run_dir)?.context("no checkpoint to export")?,
-            };
             let out = run_dir.join("hf");
-            crate::export::export_hf(&ckpt, &out, SaveDtype::F32, None)?;
+            if lora.is_some() {
+                // The adapters merged into the base weights, and the adapter on its own in
+                // PEFT's layout beside it.
+                let tok = run_dir.join("tokenizer.json");
+                crate::export::export_weights(
+                    &model.merged_host(),
+                    &out,
+                    SaveDtype::F32,
+                    Some(tok.as_path()).filter(|p| p.exists()),
+                )?;
+                crate::adapter::save(&model, &run_dir.join("adapter"), cfg)?;
+            } else {
+                let ckpt = match &last_ckpt {
+                    Some(c) => c.clone(),
+                    None => checkpoint::latest(&run_dir)?.context("no checkpoint to export")?,
+                };
+                crate::export::export_hf(&ckpt, &out, SaveDtype::F32, None)?;
+            }
             export_dir = Some(out);
         }
     }
