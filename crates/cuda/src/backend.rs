@@ -999,7 +999,7 @@ impl Backend for CudaBackend {
         vocab: usize,
         dim: usize,
         scratch: &mut CudaBuf,
-        grad: Option<(&mut CudaBuf, &mut CudaBuf, f32)>,
+        grad: Option<(&mut CudaBuf, Option<&mut CudaBuf>, f32)>,
     ) {
         let mut sc = self.scratch.lock().unwrap();
         let rows = targets.host.len();
@@ -1025,7 +1025,8 @@ impl Backend for CudaBackend {
         let (mut dxo, mut dwo) = (None, None);
         if let Some((dx, dw, _)) = &grad {
             dxo = Some(self.out(dx, DType::Bf16, rows * dim < dx.len));
-            dwo = Some(self.out(dw, DType::F32, true));
+            // A frozen head (LoRA) passes no dw: its GEMM is skipped.
+            dwo = dw.as_ref().map(|dw| self.out(dw, DType::F32, true));
         }
         let tgt = self.ids_ptr(targets);
         for r0 in (0..rows).step_by(chunk) {
@@ -1055,7 +1056,7 @@ impl Backend for CudaBackend {
                     Arg::F32(scale),
                 ],
             );
-            if let (Some(dxo), Some(dwo)) = (&dxo, &dwo) {
+            if let Some(dxo) = &dxo {
                 // dx = dlogits·W ; dW += dlogitsᵀ·x
                 self.gemm_rm(
                     dxo.ptr + 2 * (r0 * dim) as u64,
@@ -1069,24 +1070,28 @@ impl Backend for CudaBackend {
                     vocab,
                     false,
                 );
-                self.gemm_rm(
-                    dwo.ptr,
-                    DType::F32,
-                    dlogits,
-                    true,
-                    xr,
-                    false,
-                    vocab,
-                    dim,
-                    cr,
-                    true,
-                );
+                if let Some(dwo) = &dwo {
+                    self.gemm_rm(
+                        dwo.ptr,
+                        DType::F32,
+                        dlogits,
+                        true,
+                        xr,
+                        false,
+                        vocab,
+                        dim,
+                        cr,
+                        true,
+                    );
+                }
             }
         }
         self.finish(losses, lo);
         if let Some((dx, dw, _)) = grad {
             self.finish(dx, dxo.unwrap());
-            self.finish(dw, dwo.unwrap());
+            if let (Some(dw), Some(dwo)) = (dw, dwo) {
+                self.finish(dw, dwo);
+            }
         }
     }
 

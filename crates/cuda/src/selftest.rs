@@ -337,7 +337,7 @@ impl<B: Backend> Runner for Run<'_, B> {
                     *vocab,
                     *dim,
                     &mut scratch,
-                    Some((&mut dx, &mut dw, *scale)),
+                    Some((&mut dx, Some(&mut dw), *scale)),
                 );
                 vec![
                     eval,

@@ -200,7 +200,8 @@ pub trait Backend: Send + Sync {
     /// against `w` (`[vocab, dim]`): writes each row's loss (0 where the target is negative) to
     /// `losses`, never materialising the full logits (it works through `scratch`, which holds at
     /// least [`Backend::head_chunk_rows`] · vocab numbers). With `grad = Some((dx, dw, scale))`
-    /// also overwrites `dx` with `scale · ∂Σloss/∂x` and accumulates `scale · ∂Σloss/∂w` into `dw`.
+    /// also overwrites `dx` with `scale · ∂Σloss/∂x` and, when `dw` is given, accumulates
+    /// `scale · ∂Σloss/∂w` into it (a frozen head passes `None` and skips that product).
     #[allow(clippy::too_many_arguments)]
     fn lm_head_loss(
         &self,
@@ -211,10 +212,25 @@ pub trait Backend: Send + Sync {
         vocab: usize,
         dim: usize,
         scratch: &mut Self::Buf,
-        grad: Option<(&mut Self::Buf, &mut Self::Buf, f32)>,
+        grad: Option<(&mut Self::Buf, Option<&mut Self::Buf>, f32)>,
     );
     /// Rows of logits the LM-head loss computes at once for this vocabulary size.
     fn head_chunk_rows(&self, vocab: usize) -> usize;
+
+    /// Inverted dropout in place: `x[i] = x[i] / (1 - p)` where [`dropout_keep`]`(seed, i, p)`,
+    /// 0 elsewhere. The mask is a pure function of `(seed, i, p)`, the same on every backend, so
+    /// a backward pass regenerates it instead of storing it. `p = 0` leaves `x` unchanged.
+    ///
+    /// The default goes through the host ([`Backend::download`] / [`Backend::write`]), which
+    /// works on any backend; backends override it with an in-place kernel.
+    fn dropout(&self, x: &mut Self::Buf, p: f32, seed: u64) {
+        if p == 0.0 {
+            return;
+        }
+        let mut h = self.download(x);
+        dropout_host(&mut h, p, seed);
+        self.write(x, 0, &h);
+    }
 
     /// One AdamW step as PyTorch's `torch.optim.AdamW` does it: decoupled weight decay
     /// `p *= 1 - lr·wd`, moments updated with `g · grad_scale`, bias-corrected by `step` (≥ 1).
@@ -233,4 +249,42 @@ pub trait Backend: Send + Sync {
         step: u64,
         grad_scale: f32,
     );
+}
+
+/// Whether element `i` survives dropout with probability `p` under `seed`: the top 24 bits of a
+/// SplitMix64 hash of `(seed, i)` compared with `p · 2²⁴`, integers only, so every backend and
+/// platform draws the same mask.
+#[inline]
+pub fn dropout_keep(seed: u64, i: u64, p: f32) -> bool {
+    let mut z = seed.wrapping_add(i.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    (z >> 40) >= dropout_threshold(p)
+}
+
+/// `p · 2²⁴`, rounded: an element is dropped when its 24-bit hash is below this.
+#[inline]
+pub fn dropout_threshold(p: f32) -> u64 {
+    (p.clamp(0.0, 1.0) as f64 * (1u64 << 24) as f64).round() as u64
+}
+
+/// The scale of the surviving elements, `1 / (1 - p)` in f32 (as every backend applies it).
+pub fn dropout_scale(p: f32) -> f32 {
+    1.0 / (1.0 - p)
+}
+
+/// [`Backend::dropout`] on host f32 values.
+pub fn dropout_host(x: &mut [f32], p: f32, seed: u64) {
+    if p == 0.0 {
+        return;
+    }
+    let s = dropout_scale(p);
+    for (i, v) in x.iter_mut().enumerate() {
+        *v = if dropout_keep(seed, i as u64, p) {
+            *v * s
+        } else {
+            0.0
+        };
+    }
 }

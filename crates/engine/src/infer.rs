@@ -3,6 +3,7 @@
 
 use crate::backend::{AttnShape, Backend};
 use crate::llama::Llama;
+use crate::lora::LoraTarget;
 use anyhow::{bail, Result};
 
 /// Keys and values of every layer for `batch` sequences of up to `cap` positions
@@ -145,12 +146,24 @@ impl<B: Backend> Llama<B> {
             n_kv_heads: c.n_kv_heads,
             head_dim: hd,
         };
+        // LoRA adapters (no dropout): `t` is their [rows, r] intermediate.
+        let mut lora_t = self.lora().map(|lo| z(rows * lo.config.rank));
+        let mut adapt = |l: usize, target: LoraTarget, y: &mut B::Buf, x: &B::Buf| {
+            if let (Some(t), Some((_, a, b, sh))) =
+                (lora_t.as_mut(), self.adapter(l, target, rows, false))
+            {
+                crate::lora::forward(be, y, t, x, a, b, None, sh);
+            }
+        };
         for l in 0..c.n_layers {
             let p = |t| &w[lay.layer(l, t)];
             be.rmsnorm_fwd(&mut ln, &mut rstd, &x, p(0), d, eps);
             be.matmul(&mut q, &ln, false, p(1), true, rows, qd, d, false);
             be.matmul(&mut k, &ln, false, p(2), true, rows, kvd, d, false);
             be.matmul(&mut v, &ln, false, p(3), true, rows, kvd, d, false);
+            adapt(l, LoraTarget::Q, &mut q, &ln);
+            adapt(l, LoraTarget::K, &mut k, &ln);
+            adapt(l, LoraTarget::V, &mut v, &ln);
             be.rope(&mut q, &self.rope, c.n_heads, hd, n, cache.len, false);
             be.rope(&mut k, &self.rope, c.n_kv_heads, hd, n, cache.len, false);
             for b in 0..batch {
@@ -160,11 +173,15 @@ impl<B: Backend> Llama<B> {
             }
             be.attention_fwd(&mut att, &mut lse, &q, &cache.k[l], &cache.v[l], shape);
             be.matmul(&mut x, &att, false, p(4), true, rows, d, qd, true);
+            adapt(l, LoraTarget::O, &mut x, &att);
             be.rmsnorm_fwd(&mut ln, &mut rstd, &x, p(5), d, eps);
             be.matmul(&mut g, &ln, false, p(6), true, rows, f, d, false);
             be.matmul(&mut u, &ln, false, p(7), true, rows, f, d, false);
+            adapt(l, LoraTarget::Gate, &mut g, &ln);
+            adapt(l, LoraTarget::Up, &mut u, &ln);
             be.swiglu_fwd(&mut h, &g, &u);
             be.matmul(&mut x, &h, false, p(8), true, rows, d, f, true);
+            adapt(l, LoraTarget::Down, &mut x, &h);
         }
         cache.len += n;
         Ok(x)

@@ -208,7 +208,7 @@ impl<B: Backend> Backend for Profiled<B> {
         v: usize,
         d: usize,
         s: &mut B::Buf,
-        g: Option<(&mut B::Buf, &mut B::Buf, f32)>,
+        g: Option<(&mut B::Buf, Option<&mut B::Buf>, f32)>,
     ) {
         let name = if g.is_some() {
             "lm head + loss (fwd+bwd)"
@@ -219,6 +219,9 @@ impl<B: Backend> Backend for Profiled<B> {
     }
     fn head_chunk_rows(&self, v: usize) -> usize {
         self.inner.head_chunk_rows(v)
+    }
+    fn dropout(&self, x: &mut B::Buf, p: f32, seed: u64) {
+        self.t("dropout", || self.inner.dropout(x, p, seed))
     }
     fn adamw(
         &self,

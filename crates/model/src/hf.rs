@@ -62,7 +62,7 @@ pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
     )
 }
 
-fn to_f32(view: &TensorView, file: &Path, name: &str) -> Result<Vec<f32>> {
+pub(crate) fn to_f32(view: &TensorView, file: &Path, name: &str) -> Result<Vec<f32>> {
     let d = view.data();
     Ok(match view.dtype() {
         Dtype::F32 => d

@@ -7,6 +7,7 @@ pub mod atomic;
 pub mod config;
 pub mod hf;
 pub mod params;
+pub mod peft;
 pub mod presets;
 pub mod rng;
 pub mod tokenizer;

@@ -20,6 +20,10 @@ pub enum ParamKind {
     WDown,
     FinalNorm,
     LmHead,
+    /// A LoRA adapter's down-projection `A` (`[rank, in]`), trained while the base is frozen.
+    LoraA,
+    /// A LoRA adapter's up-projection `B` (`[out, rank]`).
+    LoraB,
 }
 
 impl ParamKind {
@@ -31,6 +35,10 @@ impl ParamKind {
     }
     pub fn is_embedding(self) -> bool {
         matches!(self, ParamKind::Embedding | ParamKind::LmHead)
+    }
+    /// A LoRA adapter matrix (weight decay applies to it like to any other matrix).
+    pub fn is_lora(self) -> bool {
+        matches!(self, ParamKind::LoraA | ParamKind::LoraB)
     }
 }
 

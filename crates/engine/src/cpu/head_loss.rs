@@ -25,7 +25,7 @@ pub fn forward_backward<T: Real>(
     vocab: usize,
     dim: usize,
     scratch: &mut [T],
-    mut grad: Option<(&mut [T], &mut [T], T)>,
+    mut grad: Option<(&mut [T], Option<&mut [T]>, T)>,
     mm: Product<T>,
 ) {
     let rows = targets.len();
@@ -91,8 +91,10 @@ pub fn forward_backward<T: Real>(
                 View::row_major(w, dim),
                 false,
             );
-            let dlt = View::transposed(logits, vocab);
-            mm(vocab, dim, cr, dw, 0, dim, dlt, xv, true);
+            if let Some(dw) = dw.as_mut() {
+                let dlt = View::transposed(logits, vocab);
+                mm(vocab, dim, cr, dw, 0, dim, dlt, xv, true);
+            }
         }
     }
 }
@@ -137,7 +139,7 @@ mod tests {
             vocab,
             dim,
             &mut vec![0.0; 3 * vocab],
-            Some((&mut dx, &mut dw, scale)),
+            Some((&mut dx, Some(&mut dw), scale)),
             &plain,
         );
         assert!(

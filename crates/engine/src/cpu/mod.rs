@@ -324,9 +324,15 @@ impl<T: Real> Backend for CpuBackend<T> {
         vocab: usize,
         dim: usize,
         scratch: &mut Vec<T>,
-        grad: Option<(&mut Vec<T>, &mut Vec<T>, f32)>,
+        grad: Option<(&mut Vec<T>, Option<&mut Vec<T>>, f32)>,
     ) {
-        let grad = grad.map(|(dx, dw, s)| (dx.as_mut_slice(), dw.as_mut_slice(), T::from_f32(s)));
+        let grad = grad.map(|(dx, dw, s)| {
+            (
+                dx.as_mut_slice(),
+                dw.map(|w| w.as_mut_slice()),
+                T::from_f32(s),
+            )
+        });
         let mm = |m, n, k, c: &mut [T], c_off, c_rs, a: View<'_, T>, b: View<'_, T>, acc| {
             self.product(m, n, k, c, c_off, c_rs, a, b, acc)
         };
@@ -334,6 +340,24 @@ impl<T: Real> Backend for CpuBackend<T> {
     }
     fn head_chunk_rows(&self, vocab: usize) -> usize {
         head_loss::chunk_rows(vocab)
+    }
+    fn dropout(&self, x: &mut Vec<T>, p: f32, seed: u64) {
+        if p == 0.0 {
+            return;
+        }
+        let s = T::from_f32(crate::backend::dropout_scale(p));
+        x.par_chunks_mut(REDUCE_BLOCK)
+            .enumerate()
+            .for_each(|(c, chunk)| {
+                let base = (c * REDUCE_BLOCK) as u64;
+                for (j, v) in chunk.iter_mut().enumerate() {
+                    *v = if crate::backend::dropout_keep(seed, base + j as u64, p) {
+                        *v * s
+                    } else {
+                        T::ZERO
+                    };
+                }
+            });
     }
     fn adamw(
         &self,
