@@ -9,6 +9,9 @@ use tinyllama_model::{hf, presets, HostWeights};
 pub enum BenchCommand {
     /// Training throughput on random data: forward, forward+backward, and the full AdamW step.
     Train(TrainBenchArgs),
+    /// A fine-tuning step (full, or LoRA on every projection) on random data: tokens/s and the
+    /// process's peak memory; one method per run, to set beside scripts/peft_finetune_bench.py.
+    Finetune(FinetuneBenchArgs),
     /// Zero-shot evaluation throughput (items/s) on one task's first N items, with a model
     /// directory or a randomly initialised preset.
     Eval(Box<super::eval_bench::EvalBenchArgs>),
@@ -385,6 +388,32 @@ pub struct TrainBenchArgs {
     pub profile: bool,
 }
 
+#[derive(Args)]
+pub struct FinetuneBenchArgs {
+    /// Model preset to benchmark.
+    #[arg(long, default_value = "demo-5m")]
+    pub preset: String,
+    /// `full` or `lora`.
+    #[arg(long, default_value = "lora")]
+    pub method: String,
+    /// Sequences per step.
+    #[arg(long = "micro-batch", alias = "batch", default_value_t = 8)]
+    pub batch: usize,
+    /// Tokens per sequence.
+    #[arg(long, default_value_t = 256)]
+    pub seq: usize,
+    /// LoRA rank (alpha is twice it; dropout 0.05; every projection adapted).
+    #[arg(long, default_value_t = 8)]
+    pub rank: usize,
+    #[arg(long, default_value_t = 10)]
+    pub steps: usize,
+    #[arg(long, default_value_t = 3)]
+    pub warmup: usize,
+    /// Print one JSON line instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// Tokens one benchmark step may hold (activations grow with it): far above any useful
 /// micro-batch on one device, far below what exhausts memory by a typo.
 const MAX_STEP_TOKENS: usize = 1 << 20;
@@ -414,6 +443,39 @@ pub fn run(c: BenchCommand) -> Result<()> {
         BenchCommand::Eval(a) => super::eval_bench::run(*a),
         BenchCommand::Decode(a) => run_decode(a),
         BenchCommand::Serve(a) => run_serve(a),
+        BenchCommand::Finetune(a) => {
+            let cfg = presets::get(&a.preset)?;
+            check_train_shape(a.batch, a.seq, cfg.max_seq_len, a.steps)?;
+            let lora = match a.method.as_str() {
+                "full" => None,
+                "lora" => Some(tinyllama_engine::lora::LoraConfig {
+                    rank: a.rank,
+                    alpha: 2.0 * a.rank as f32,
+                    ..Default::default()
+                }),
+                m => bail!("--method `{m}` unknown; use full or lora"),
+            };
+            if a.rank == 0 {
+                bail!("--rank must be at least 1");
+            }
+            let r = tinyllama_train::bench::bench_finetune(
+                &cfg, lora, a.batch, a.seq, a.warmup, a.steps,
+            )?;
+            if a.json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                println!(
+                    "{} ({} params, {} trained), {} fine-tuning, micro-batch {} × {}, {} threads, {}",
+                    a.preset, r.params, r.trainable, r.method, r.batch, r.seq, r.threads, r.backend
+                );
+                println!("full step   {:>10.0} tokens/s", r.step_tok_s);
+                println!(
+                    "peak RSS    {:>10.1} MB ({:.1} MB after building the model)",
+                    r.peak_rss_mb, r.init_rss_mb
+                );
+            }
+            Ok(())
+        }
         BenchCommand::Train(a) => {
             let cfg = presets::get(&a.preset)?;
             let seq = a.seq.unwrap_or(cfg.max_seq_len);

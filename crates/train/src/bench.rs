@@ -140,6 +140,90 @@ pub fn bench_train(
     })
 }
 
+/// A fine-tuning step on random data, one method per process so the peak RSS is the method's
+/// own: `full` (every weight trained) or `lora` (adapters on every projection, base frozen).
+#[derive(Clone, Debug, Serialize)]
+pub struct FinetuneBench {
+    #[serde(rename = "impl")]
+    pub implementation: String,
+    pub method: String,
+    pub backend: String,
+    pub params: u64,
+    pub trainable: u64,
+    pub batch: usize,
+    pub seq: usize,
+    pub threads: usize,
+    pub step_tok_s: f64,
+    /// Peak resident memory of the process, and the part of it reached after the model was
+    /// built (the step's own: activations, gradients, optimizer state).
+    pub peak_rss_mb: f64,
+    pub init_rss_mb: f64,
+}
+
+pub fn bench_finetune(
+    cfg: &ModelConfig,
+    lora: Option<tinyllama_engine::lora::LoraConfig>,
+    batch: usize,
+    seq: usize,
+    warmup: usize,
+    steps: usize,
+) -> Result<FinetuneBench> {
+    let mb = |b: Option<u64>| b.unwrap_or(0) as f64 / (1 << 20) as f64;
+    let mut model = Llama::new(CpuBackend::<f32>::new(), &HostWeights::init(cfg, 1))?;
+    let method = if lora.is_some() { "lora" } else { "full" };
+    if let Some(l) = lora {
+        model.attach_lora(l, 3)?;
+        // B starts at zero; give it values so the step computes what a trained adapter does.
+        let mut host = model.lora_host();
+        let specs = model.trainable_specs().to_vec();
+        let mut rng = Rng::new(4);
+        for (s, t) in specs.iter().zip(host.iter_mut()) {
+            if s.kind == tinyllama_model::params::ParamKind::LoraB {
+                t.iter_mut().for_each(|x| *x = (rng.normal() * 0.01) as f32);
+            }
+        }
+        model.set_lora_tensors(&host)?;
+    }
+    let init_rss = crate::metrics::current_rss_bytes();
+    let mut rng = Rng::new(2);
+    let n = batch * seq;
+    let inputs: Vec<u32> = (0..n)
+        .map(|_| rng.below(cfg.vocab_size as u64) as u32)
+        .collect();
+    let targets: Vec<i32> = (0..n)
+        .map(|_| rng.below(cfg.vocab_size as u64) as i32)
+        .collect();
+    let mut acts = Activations::new(&model, batch, seq);
+    let mut grads = model.zero_grads();
+    let mut opt = AdamW::new(&model, AdamWConfig::default());
+    let trainable: usize = model.trainable_specs().iter().map(|s| s.numel()).sum();
+    let mut k = 0u64;
+    let step = time(warmup, steps, || {
+        k += 1;
+        model.set_dropout_seed(k);
+        model.forward_backward(&mut acts, &mut grads, &inputs, &targets, 1.0)?;
+        let norm = AdamW::grad_norm(&model, &grads);
+        opt.update(&mut model, &grads, 1e-4, norm);
+        for g in grads.iter_mut() {
+            model.backend.fill(g, 0.0);
+        }
+        Ok(())
+    })?;
+    Ok(FinetuneBench {
+        implementation: "tinyllama".into(),
+        method: method.into(),
+        backend: model.backend.name(),
+        params: cfg.num_params(),
+        trainable: trainable as u64,
+        batch,
+        seq,
+        threads: rayon::current_num_threads(),
+        step_tok_s: n as f64 / step,
+        peak_rss_mb: mb(crate::metrics::peak_rss_bytes()),
+        init_rss_mb: mb(init_rss),
+    })
+}
+
 /// Where a full training step's time goes, per backend op: (op, seconds per step, calls per
 /// step), most expensive first.
 pub fn profile_train(
