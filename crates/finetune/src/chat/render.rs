@@ -230,6 +230,19 @@ mod tests {
     }
 
     #[test]
+    fn prefix_rule_on_tinyllama_chat_template_equals_builtin_zephyr() {
+        // TinyLlama-1.1B-Chat-v1.0's chat_template (as in crates/infer's tests).
+        const TINYLLAMA_CHAT: &str = "{% for message in messages %}\n{% if message['role'] == 'user' %}\n{{ '<|user|>\n' + message['content'] + eos_token }}\n{% elif message['role'] == 'system' %}\n{{ '<|system|>\n' + message['content'] + eos_token }}\n{% elif message['role'] == 'assistant' %}\n{{ '<|assistant|>\n'  + message['content'] + eos_token }}\n{% endif %}\n{% if loop.last and add_generation_prompt %}\n{{ '<|assistant|>' }}\n{% endif %}\n{% endfor %}";
+        let t = ChatTemplate::from_jinja(TINYLLAMA_CHAT, "<s>", "</s>").unwrap();
+        for first in [0, 3] {
+            assert_eq!(
+                reply_spans(&t, &conv(), first).unwrap(),
+                reply_spans(&ChatTemplate::zephyr(), &conv(), first).unwrap()
+            );
+        }
+    }
+
+    #[test]
     fn generation_blocks_are_used_when_present() {
         let src = "{% for m in messages %}<{{ m.role }}>{% if m.role == 'assistant' %}{% generation %}{{ m.content }}.{% endgeneration %}{% else %}{{ m.content }}{% endif %}\n{% endfor %}{% if add_generation_prompt %}<assistant>{% endif %}";
         let t = ChatTemplate::from_jinja(src, "", "").unwrap();
