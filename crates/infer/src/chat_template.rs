@@ -6,6 +6,7 @@
 use anyhow::{bail, Context, Result};
 use minijinja::{Environment, ErrorKind, Value};
 use serde::{Deserialize, Serialize};
+use std::ops::Range;
 use std::path::Path;
 
 /// One chat turn.
@@ -29,6 +30,13 @@ pub const ZEPHYR_EOS: &str = "</s>";
 
 const TEMPLATE_NAME: &str = "chat";
 
+/// Private-use characters that bracket the output of a `{% generation %}` block while
+/// rendering; they are removed before the text leaves this module.
+const GEN_START: char = '\u{10FF01}';
+const GEN_END: char = '\u{10FF02}';
+/// The filter a `{% generation %}` block is rewritten into (minijinja has no custom tags).
+const GEN_FILTER: &str = "tl_generation";
+
 /// A chat prompt format: a compiled Jinja template or the Zephyr fallback.
 pub struct ChatTemplate {
     env: Option<Environment<'static>>,
@@ -39,6 +47,8 @@ pub struct ChatTemplate {
     pub add_bos: bool,
     /// Where the template came from, for messages (`tokenizer_config.json` or "built-in Zephyr").
     pub origin: String,
+    /// Whether the source has transformers' `{% generation %}` blocks around assistant replies.
+    generation_blocks: bool,
 }
 
 impl ChatTemplate {
@@ -51,11 +61,17 @@ impl ChatTemplate {
             eos_token: ZEPHYR_EOS.into(),
             add_bos: true,
             origin: "built-in Zephyr format".into(),
+            generation_blocks: false,
         }
     }
 
-    /// Compiles a Jinja chat template.
+    /// Compiles a Jinja chat template. transformers' `{% generation %}...{% endgeneration %}`
+    /// blocks (which mark the assistant's replies for training) are supported: they are
+    /// rewritten into a filter block that brackets its output with private-use markers, so
+    /// [`ChatTemplate::render_with_generation_spans`] can report where they were; the plain
+    /// [`ChatTemplate::render`] strips the markers.
     pub fn from_jinja(source: &str, bos_token: &str, eos_token: &str) -> Result<Self> {
+        let (source, generation_blocks) = rewrite_generation_tags(source);
         let mut env = Environment::new();
         // transformers renders chat templates with these two options; without them the
         // whitespace around `{% ... %}` tags ends up in the prompt.
@@ -73,7 +89,10 @@ impl ChatTemplate {
             },
         );
         env.add_function("strftime_now", strftime_now);
-        env.add_template_owned(TEMPLATE_NAME, source.to_string())
+        env.add_filter(GEN_FILTER, |body: String| -> String {
+            format!("{GEN_START}{body}{GEN_END}")
+        });
+        env.add_template_owned(TEMPLATE_NAME, source)
             .map_err(|e| anyhow::anyhow!("chat_template does not compile: {e:#}"))?;
         Ok(ChatTemplate {
             env: Some(env),
@@ -81,6 +100,7 @@ impl ChatTemplate {
             eos_token: eos_token.into(),
             add_bos: true,
             origin: "chat_template".into(),
+            generation_blocks,
         })
     }
 
@@ -165,9 +185,79 @@ impl ChatTemplate {
         self.env.is_none()
     }
 
+    /// Whether the template marks assistant replies with `{% generation %}` blocks.
+    pub fn has_generation_blocks(&self) -> bool {
+        self.generation_blocks
+    }
+
     /// Renders a conversation; with `add_generation_prompt` the text ends where the assistant's
     /// reply begins.
     pub fn render(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String> {
+        let text = self.render_raw(messages, add_generation_prompt)?;
+        if !self.generation_blocks {
+            return Ok(text);
+        }
+        Ok(text
+            .chars()
+            .filter(|&c| c != GEN_START && c != GEN_END)
+            .collect())
+    }
+
+    /// Renders a conversation and returns, besides the text, the byte ranges of that text that
+    /// `{% generation %}` blocks produced, in order (what transformers'
+    /// `return_assistant_tokens_mask` tracks). Empty when the template has no such blocks.
+    pub fn render_with_generation_spans(
+        &self,
+        messages: &[Message],
+        add_generation_prompt: bool,
+    ) -> Result<(String, Vec<Range<usize>>)> {
+        let raw = self.render_raw(messages, add_generation_prompt)?;
+        if !self.generation_blocks {
+            return Ok((raw, vec![]));
+        }
+        if let Some(m) = messages
+            .iter()
+            .find(|m| m.content.contains([GEN_START, GEN_END]))
+        {
+            bail!(
+                "a `{}` message contains the private-use character U+10FF01 or U+10FF02, which \
+                 marks generation blocks while rendering; remove it from the data",
+                m.role
+            );
+        }
+        let mut text = String::with_capacity(raw.len());
+        let mut spans = Vec::new();
+        let mut open: Option<usize> = None;
+        let mut depth = 0usize;
+        for c in raw.chars() {
+            match c {
+                GEN_START => {
+                    if depth == 0 {
+                        open = Some(text.len());
+                    }
+                    depth += 1;
+                }
+                GEN_END => {
+                    depth = depth
+                        .checked_sub(1)
+                        .context("unbalanced generation block")?;
+                    if depth == 0 {
+                        spans.push(open.take().unwrap_or(0)..text.len());
+                    }
+                }
+                _ => text.push(c),
+            }
+        }
+        if depth != 0 {
+            bail!(
+                "unbalanced generation block in the chat template ({})",
+                self.origin
+            );
+        }
+        Ok((text, spans))
+    }
+
+    fn render_raw(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String> {
         let Some(env) = &self.env else {
             return render_zephyr(messages, add_generation_prompt);
         };
@@ -189,6 +279,57 @@ impl ChatTemplate {
             vec![self.eos_token.clone()]
         }
     }
+}
+
+/// Rewrites `{% generation %}` / `{% endgeneration %}` (any whitespace control) into a filter
+/// block, keeping the tags' `-`/`+` modifiers so trim_blocks and lstrip_blocks act as before.
+/// Returns the new source and whether any tag was found.
+fn rewrite_generation_tags(src: &str) -> (String, bool) {
+    let mut out = String::with_capacity(src.len() + 32);
+    let mut found = false;
+    let mut rest = src;
+    while let Some(pos) = rest.find("{%") {
+        out.push_str(&rest[..pos]);
+        let tag = &rest[pos..];
+        // `{%`, an optional modifier, whitespace, the keyword.
+        let after_open = &tag[2..];
+        let modifier = after_open
+            .chars()
+            .next()
+            .filter(|c| matches!(c, '-' | '+'))
+            .map_or(0, |_| 1);
+        let body = &after_open[modifier..];
+        let ws = body.len() - body.trim_start().len();
+        let word_start = 2 + modifier + ws;
+        let word: String = tag[word_start..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        let replacement = match word.as_str() {
+            "generation" => Some(format!("filter {GEN_FILTER}")),
+            "endgeneration" => Some("endfilter".to_string()),
+            _ => None,
+        };
+        let word_end = word_start + word.len();
+        let closes = tag[word_end..]
+            .trim_start()
+            .trim_start_matches(['-', '+'])
+            .starts_with("%}");
+        match replacement {
+            Some(r) if closes => {
+                found = true;
+                out.push_str(&tag[..word_start]);
+                out.push_str(&r);
+                rest = &tag[word_end..];
+            }
+            _ => {
+                out.push_str("{%");
+                rest = &tag[2..];
+            }
+        }
+    }
+    out.push_str(rest);
+    (out, found)
 }
 
 fn type_name(v: &serde_json::Value) -> &'static str {
@@ -389,6 +530,69 @@ mod tests {
             .err()
             .unwrap();
         assert!(format!("{e:#}").contains("not valid JSON"));
+    }
+
+    /// Zephyr with transformers' generation blocks around each reply and its EOS.
+    const ZEPHYR_GEN: &str = "{% for m in messages %}{% if m.role == 'assistant' %}<|assistant|>\n{% generation %}{{ m.content + eos_token }}{% endgeneration %}{{ '\\n' }}{% else %}<|{{ m.role }}|>\n{{ m.content + eos_token }}\n{% endif %}{% endfor %}{% if add_generation_prompt %}<|assistant|>\n{% endif %}";
+
+    #[test]
+    fn generation_blocks_give_spans_and_vanish_from_plain_renders() {
+        let t = ChatTemplate::from_jinja(ZEPHYR_GEN, "<s>", "</s>").unwrap();
+        assert!(t.has_generation_blocks());
+        let msgs = [
+            Message::new("user", "Hi!"),
+            Message::new("assistant", "Hello there."),
+            Message::new("user", "Bye"),
+            Message::new("assistant", "Bye ☺"),
+        ];
+        let plain = t.render(&msgs, false).unwrap();
+        assert_eq!(plain, ChatTemplate::zephyr().render(&msgs, false).unwrap());
+        let (text, spans) = t.render_with_generation_spans(&msgs, false).unwrap();
+        assert_eq!(text, plain);
+        let marked: Vec<&str> = spans.iter().map(|r| &text[r.clone()]).collect();
+        assert_eq!(marked, ["Hello there.</s>", "Bye ☺</s>"]);
+        // The prompt for the next reply (what `tinyllama chat` renders): no markers.
+        let prompt = t.render(&msgs[..3], true).unwrap();
+        assert_eq!(
+            prompt,
+            ChatTemplate::zephyr().render(&msgs[..3], true).unwrap()
+        );
+        assert!(!prompt.contains([GEN_START, GEN_END]));
+        // Content carrying a marker character is refused rather than mis-masked.
+        let bad = [Message::new("assistant", "x\u{10FF01}")];
+        assert!(t.render_with_generation_spans(&bad, false).is_err());
+        // A template without blocks reports none.
+        let z = ChatTemplate::from_jinja(TINYLLAMA_CHAT, "<s>", "</s>").unwrap();
+        assert!(!z.has_generation_blocks());
+        assert!(z
+            .render_with_generation_spans(&msgs, false)
+            .unwrap()
+            .1
+            .is_empty());
+    }
+
+    #[test]
+    fn generation_tags_keep_whitespace_control() {
+        // Block tags on their own lines: trim_blocks/lstrip_blocks must treat the rewritten
+        // tags as they treat `{% generation %}` in transformers (the newline after a tag goes).
+        let src = "{% for m in messages %}\n  {% generation %}\n[{{ m.content }}]\n  {% endgeneration %}\n{%- generation -%}  <{{ m.role }}>  {%- endgeneration %}\n{% endfor %}";
+        let t = ChatTemplate::from_jinja(src, "", "").unwrap();
+        let (text, spans) = t
+            .render_with_generation_spans(&[Message::new("user", "a")], false)
+            .unwrap();
+        assert_eq!(text, "[a]\n<user>");
+        let marked: Vec<&str> = spans.iter().map(|r| &text[r.clone()]).collect();
+        assert_eq!(marked, ["[a]\n", "<user>"]);
+        let (rewritten, found) = rewrite_generation_tags(src);
+        assert!(found);
+        assert!(
+            rewritten.contains("{%- filter tl_generation -%}"),
+            "{rewritten}"
+        );
+        // Other tags, and words that only start like the keyword, are left alone.
+        let (same, found) = rewrite_generation_tags("{% if x %}{% generations %}{{ '{%' }}");
+        assert!(!found);
+        assert_eq!(same, "{% if x %}{% generations %}{{ '{%' }}");
     }
 
     #[test]
