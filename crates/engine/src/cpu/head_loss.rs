@@ -17,6 +17,7 @@ pub fn chunk_rows(vocab: usize) -> usize {
 
 /// See [`crate::backend::Backend::lm_head_loss`].
 #[allow(clippy::too_many_arguments)]
+#[allow(clippy::type_complexity)]
 pub fn forward_backward<T: Real>(
     losses: &mut [T],
     x: &[T],
