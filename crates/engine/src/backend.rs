@@ -203,6 +203,7 @@ pub trait Backend: Send + Sync {
     /// also overwrites `dx` with `scale · ∂Σloss/∂x` and, when `dw` is given, accumulates
     /// `scale · ∂Σloss/∂w` into it (a frozen head passes `None` and skips that product).
     #[allow(clippy::too_many_arguments)]
+    #[allow(clippy::type_complexity)]
     fn lm_head_loss(
         &self,
         losses: &mut Self::Buf,

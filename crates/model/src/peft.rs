@@ -256,6 +256,24 @@ fn parse_config(v: &Value, path: &Path) -> Result<PeftConfig> {
         ("target_parameters", "remove it"),
         ("trainable_token_indices", "remove it"),
         ("alora_invocation_tokens", "activated LoRA is not supported"),
+        (
+            "use_qalora",
+            "QA-LoRA is not supported; train a plain LoRA adapter",
+        ),
+        ("use_bdlora", "a LoRA variant tinyllama does not implement"),
+        (
+            "arrow_config",
+            "a LoRA variant tinyllama does not implement",
+        ),
+        ("kasa_config", "a LoRA variant tinyllama does not implement"),
+        (
+            "monteclora_config",
+            "a LoRA variant tinyllama does not implement",
+        ),
+        (
+            "velora_config",
+            "a LoRA variant tinyllama does not implement",
+        ),
     ] {
         refuse_if_set(v, path, field, why)?;
     }

@@ -305,13 +305,7 @@ where
                     let sg = s.seg;
                     let wd = cfg.decay_for(specs[sg.tensor].kind);
                     be.copy(&mut s.g, 0, &state.gshard, sg.shard_offset, sg.len);
-                    be.copy(
-                        &mut s.p,
-                        0,
-                        &weights[sg.tensor],
-                        sg.tensor_offset,
-                        sg.len,
-                    );
+                    be.copy(&mut s.p, 0, &weights[sg.tensor], sg.tensor_offset, sg.len);
                     cfg.apply(
                         be,
                         &mut s.p,

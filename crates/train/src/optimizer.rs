@@ -138,3 +138,51 @@ impl<B: Backend> AdamW<B> {
         scale
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tinyllama_engine::{Activations, CpuBackend, LoraConfig};
+    use tinyllama_model::params::ParamKind;
+    use tinyllama_model::{presets, HostWeights};
+
+    #[test]
+    fn adapters_are_decayed_like_other_matrices() {
+        let c = AdamWConfig {
+            no_decay_norms_and_embeddings: true,
+            ..AdamWConfig::default()
+        };
+        assert_eq!(c.decay_for(ParamKind::LoraA), c.weight_decay);
+        assert_eq!(c.decay_for(ParamKind::LoraB), c.weight_decay);
+        assert_eq!(c.decay_for(ParamKind::AttnNorm), 0.0);
+    }
+
+    #[test]
+    fn lora_step_moves_only_the_adapters() {
+        let cfg = presets::get("test-tiny").unwrap();
+        let host = HostWeights::init(&cfg, 1);
+        let mut model = Llama::new(CpuBackend::<f32>::new(), &host).unwrap();
+        model.attach_lora(LoraConfig::default(), 2).unwrap();
+        let mut opt = AdamW::new(&model, AdamWConfig::default());
+        assert_eq!(opt.m.len(), 2 * 7 * cfg.n_layers);
+        let before = model.lora_host();
+        let inputs: Vec<u32> = (0..16).map(|i| (i * 7 % cfg.vocab_size) as u32).collect();
+        let targets: Vec<i32> = inputs.iter().map(|&t| ((t + 1) % 50) as i32).collect();
+        let mut acts = Activations::new(&model, 2, 8);
+        for step in 0..2 {
+            model.set_dropout_seed(step);
+            let mut grads = model.zero_grads();
+            model
+                .forward_backward(&mut acts, &mut grads, &inputs, &targets, 1.0)
+                .unwrap();
+            let norm = AdamW::grad_norm(&model, &grads);
+            opt.update(&mut model, &grads, 1e-2, norm);
+        }
+        assert_eq!(model.to_host().tensors, host.tensors, "the base is frozen");
+        let after = model.lora_host();
+        assert!(
+            before.iter().zip(&after).all(|(a, b)| a != b),
+            "every adapter moved"
+        );
+    }
+}

@@ -635,7 +635,11 @@ where
         }
     }
     let mut opt = Optimizer::new(&model, cfg.adamw(), rank, world, cfg.dist.zero);
-    let names: Vec<String> = model.trainable_specs().iter().map(|s| s.name.clone()).collect();
+    let names: Vec<String> = model
+        .trainable_specs()
+        .iter()
+        .map(|s| s.name.clone())
+        .collect();
     let numel: Vec<usize> = model.trainable_specs().iter().map(|s| s.numel()).collect();
     let total_params: usize = numel.iter().sum();
     let mut loader = match data {

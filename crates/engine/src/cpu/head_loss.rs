@@ -17,6 +17,7 @@ pub fn chunk_rows(vocab: usize) -> usize {
 
 /// See [`crate::backend::Backend::lm_head_loss`].
 #[allow(clippy::too_many_arguments)]
+#[allow(clippy::type_complexity)]
 pub fn forward_backward<T: Real>(
     losses: &mut [T],
     x: &[T],
@@ -149,6 +150,42 @@ mod tests {
         let w0 = w.clone();
         check("head dx", &mut x.clone(), &dx, 1000, |xx| total(xx, &w0));
         check("head dw", &mut w, &dw, 1000, |ww| total(&x, ww));
+    }
+
+    #[test]
+    fn frozen_head_gives_the_same_dx_without_dw() {
+        let (rows, dim, vocab) = (5, 4, 9);
+        let targets = [1, -100, 8, 0, 3];
+        let x: Vec<f64> = rand_vec(rows * dim, 21);
+        let w = rand_vec(vocab * dim, 22);
+        let run = |with_dw: bool| {
+            let (mut dx, mut dw, mut l) = (
+                vec![0.0; rows * dim],
+                vec![0.0; vocab * dim],
+                vec![0.0; rows],
+            );
+            let dw_arg = if with_dw {
+                Some(dw.as_mut_slice())
+            } else {
+                None
+            };
+            forward_backward(
+                &mut l,
+                &x,
+                &w,
+                &targets,
+                vocab,
+                dim,
+                &mut vec![0.0; 2 * vocab],
+                Some((&mut dx, dw_arg, 0.5)),
+                &plain,
+            );
+            (l, dx, dw)
+        };
+        let (l1, dx1, dw1) = run(true);
+        let (l2, dx2, dw2) = run(false);
+        assert_eq!((l1, dx1), (l2, dx2));
+        assert!(dw1.iter().any(|&g| g != 0.0) && dw2.iter().all(|&g| g == 0.0));
     }
 
     #[test]
