@@ -301,6 +301,7 @@ fn toml_from_defaults() -> RunConfig {
         batch: Default::default(),
         run: Default::default(),
         dist: Default::default(),
+        finetune: None,
     }
 }
 

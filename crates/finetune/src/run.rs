@@ -2,7 +2,7 @@
 //! the chat data rendered into rows (or preference pairs), the shared training loop, and a
 //! model directory that `chat`, `serve`, `export gguf` and transformers use unchanged.
 
-use crate::chat::{self, ChatOptions, Overflow, TrainOn};
+use crate::chat::{self, ChatOptions, Overflow, TrainOn, Validation};
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -13,6 +13,23 @@ use tinyllama_model::ModelConfig;
 use tinyllama_train::config::{FinetuneMethod, FinetuneSection, RunConfig};
 use tinyllama_train::rows::{FinetuneData, PairRows, Row};
 use tinyllama_train::trainer::{self, RunOptions};
+
+/// The built-in Zephyr format as a Jinja chat template, written into exports of models that
+/// had none: it renders exactly what [`ChatTemplate::zephyr`] does, and marks the assistant
+/// replies with `{% generation %}` so transformers' `return_assistant_tokens_mask` works too.
+pub const ZEPHYR_JINJA: &str = "{%- for m in messages -%}\
+{%- if m['role'] not in ['system', 'user', 'assistant'] -%}\
+{{ raise_exception('the Zephyr chat format has the roles system, user and assistant') }}\
+{%- endif -%}\
+{{ '<|' + m['role'] + '|>\\n' }}\
+{%- if m['role'] == 'assistant' -%}\
+{% generation %}{{ m['content'] + '</s>' }}{% endgeneration %}\
+{%- else -%}\
+{{ m['content'] + '</s>' }}\
+{%- endif -%}\
+{{ '\\n' }}\
+{%- endfor -%}\
+{%- if add_generation_prompt -%}{{ '<|assistant|>\\n' }}{%- endif -%}";
 
 /// What a fine-tuning run produced.
 #[derive(Clone, Debug, Serialize)]
@@ -125,8 +142,12 @@ pub fn prepare(cfg: &RunConfig, quiet: bool) -> Result<FinetuneData> {
         .as_ref()
         .context("[model]: fine-tuning starts from a model: set `init_from = \"DIR\"` (a Hugging Face directory)")?;
     let mcfg = ModelConfig::from_hf_json(&dir.join("config.json"))?;
-    let tok = Tokenizer::load(dir, mcfg.bos_id, mcfg.eos_id)
-        .with_context(|| format!("{}: fine-tuning needs the model's tokenizer.json", dir.display()))?;
+    let tok = Tokenizer::load(dir, mcfg.bos_id, mcfg.eos_id).with_context(|| {
+        format!(
+            "{}: fine-tuning needs the model's tokenizer.json",
+            dir.display()
+        )
+    })?;
     let tmpl = ChatTemplate::load(dir)?;
     let opts = chat_options(f, cfg.data.seq_len);
     let say = |m: String| {
@@ -135,47 +156,38 @@ pub fn prepare(cfg: &RunConfig, quiet: bool) -> Result<FinetuneData> {
         }
     };
     say(format!("chat format: {}", tmpl.origin));
-    let seed = cfg.run.seed;
+    let validation = if !f.val.is_empty() {
+        Validation::Files(f.val.clone())
+    } else if f.val_fraction > 0.0 {
+        Validation::Fraction {
+            fraction: f.val_fraction,
+            seed: cfg.run.seed,
+        }
+    } else {
+        Validation::None
+    };
     match f.method {
         FinetuneMethod::Full | FinetuneMethod::Lora => {
-            let (train, val) = if !f.val.is_empty() {
-                let t = chat::load_sft(&f.train, &tmpl, &tok, &opts)?;
-                let v = chat::load_sft(&f.val, &tmpl, &tok, &opts)?;
-                say(format!("training data:\n{}", t.report));
-                say(format!("validation data:\n{}", v.report));
-                (t.rows, v.rows)
-            } else {
-                let t = chat::load_sft_split(&f.train, &tmpl, &tok, &opts, f.val_fraction, seed)?;
-                say(format!("training data:\n{}", t.report));
-                (t.rows, t.val_rows)
-            };
+            let (t, v) = chat::load_sft_with_validation(&f.train, &validation, &tmpl, &tok, &opts)?;
+            say(format!("training data\n{}", t.report));
+            if let Some(v) = &v {
+                say(format!("validation data\n{}", v.report));
+            }
             Ok(FinetuneData::Sft {
-                train: Arc::new(train.into_iter().map(to_row).collect()),
-                val: val.into_iter().map(to_row).collect(),
+                train: Arc::new(t.rows.into_iter().map(to_row).collect()),
+                val: v
+                    .map(|v| v.rows.into_iter().map(to_row).collect())
+                    .unwrap_or_default(),
             })
         }
         FinetuneMethod::Dpo => {
-            let t = chat::load_preferences(&f.train, &tmpl, &tok, &opts)?;
-            say(format!("preference pairs:\n{}", t.report));
-            let mut pairs = t.pairs;
-            let mut val = if !f.val.is_empty() {
-                let v = chat::load_preferences(&f.val, &tmpl, &tok, &opts)?;
-                say(format!("validation pairs:\n{}", v.report));
-                v.pairs
-            } else {
-                vec![]
-            };
-            if f.val.is_empty() && f.val_fraction > 0.0 {
-                let (t, v) = chat::split_validation(
-                    pairs,
-                    |p: &chat::PreferencePair| chat::content_key(&p.chosen.tokens, &p.rejected.tokens),
-                    f.val_fraction,
-                    seed,
-                );
-                pairs = t;
-                val = v;
+            let (t, v) =
+                chat::load_preferences_with_validation(&f.train, &validation, &tmpl, &tok, &opts)?;
+            say(format!("preference pairs\n{}", t.report));
+            if let Some(v) = &v {
+                say(format!("validation pairs\n{}", v.report));
             }
-            let rows = |ps: Vec<chat::PreferencePair>| -> Vec<PairRows> {
+            let rows = |ps: &[chat::PreferencePair]| -> Vec<PairRows> {
                 ps.iter()
                     .map(|p| {
                         let (c, r) = chat::pair_rows(p, cfg.data.seq_len);
@@ -187,8 +199,8 @@ pub fn prepare(cfg: &RunConfig, quiet: bool) -> Result<FinetuneData> {
                     .collect()
             };
             Ok(FinetuneData::Dpo {
-                train: Arc::new(rows(pairs)),
-                val: rows(val),
+                train: Arc::new(rows(&t.pairs)),
+                val: v.map(|v| rows(&v.pairs)).unwrap_or_default(),
             })
         }
     }
@@ -228,7 +240,7 @@ fn finish_export(init_from: &Path, out: &Path) -> Result<()> {
             .unwrap_or_else(|| serde_json::json!({})),
     };
     if tc.get("chat_template").is_none() {
-        tc["chat_template"] = serde_json::Value::String(chat::ZEPHYR_JINJA.into());
+        tc["chat_template"] = serde_json::Value::String(ZEPHYR_JINJA.into());
     }
     tinyllama_model::atomic::write_atomic(
         &out.join("tokenizer_config.json"),
