@@ -422,7 +422,7 @@ impl<B: Backend> Llama<B> {
             specs,
             weights,
             enabled: true,
-            dropout_seed: 0,
+            dropout_seed: 0.into(),
             slots,
         });
         Ok(())
@@ -553,9 +553,10 @@ impl<B: Backend> Llama<B> {
 
     /// The seed of the adapters' dropout masks for the following passes: set it per
     /// micro-batch (each adapted module derives its own mask from it).
-    pub fn set_dropout_seed(&mut self, seed: u64) {
-        if let Some(lo) = self.lora.as_mut() {
-            lo.dropout_seed = seed;
+    pub fn set_dropout_seed(&self, seed: u64) {
+        if let Some(lo) = self.lora.as_ref() {
+            lo.dropout_seed
+                .store(seed, std::sync::atomic::Ordering::Relaxed);
         }
     }
 

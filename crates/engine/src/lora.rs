@@ -220,7 +220,9 @@ pub struct Lora<B: Backend> {
     pub specs: Vec<ParamSpec>,
     pub weights: Vec<B::Buf>,
     pub(crate) enabled: bool,
-    pub(crate) dropout_seed: u64,
+    /// Atomic so a caller holding the model shared (the training loop's micro-batches) can
+    /// give each pass its own masks.
+    pub(crate) dropout_seed: std::sync::atomic::AtomicU64,
     /// `slots[l][t]`: index of the `A` of target `t` in layer `l` (its `B` follows).
     pub(crate) slots: Vec<[Option<usize>; 7]>,
 }
@@ -233,7 +235,7 @@ impl<B: Backend> Lora<B> {
 
     /// The seed of the dropout masks of the next passes.
     pub fn dropout_seed(&self) -> u64 {
-        self.dropout_seed
+        self.dropout_seed.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Index in [`Lora::specs`] of the `A` of `target` in `layer` (its `B` is the next one).
@@ -244,7 +246,7 @@ impl<B: Backend> Lora<B> {
     /// The dropout seed of one adapted module: each module draws its own mask.
     pub fn module_seed(&self, layer: usize, target: LoraTarget) -> u64 {
         let mut r = tinyllama_model::rng::Rng::derive(
-            self.dropout_seed,
+            self.dropout_seed(),
             (layer * LoraTarget::ALL.len() + target.index()) as u64,
         );
         r.next_u64()

@@ -26,6 +26,8 @@ use tinyllama_model::rng::Rng;
 use tinyllama_model::tokenizer::Tokenizer;
 use tinyllama_synth::arith::{universe, Op, Triple};
 use tinyllama_synth::world::Fact;
+use tinyllama_engine::sampling::SamplingParams;
+use tinyllama_infer::runner::GenParams;
 use tinyllama_synth::{Manifest, QaItem, QaKind};
 use tinyllama_train::trainer::RunOptions;
 
@@ -66,19 +68,33 @@ impl DemoOptions {
     }
 }
 
-/// Held-out accuracy of one model.
+/// Held-out accuracy of one model: `(right, asked)` per kind and measure.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Accuracy {
-    pub facts: (usize, usize),
-    pub arithmetic: (usize, usize),
+    /// Greedy generation: the reply is exactly the expected sentence with the right answer.
+    pub facts_generated: (usize, usize),
+    pub sums_generated: (usize, usize),
+    /// Four-way choice: the right answer's sentence is the most likely whole reply.
+    pub facts_choice: (usize, usize),
+    pub sums_choice: (usize, usize),
+}
+
+fn rate(x: (usize, usize)) -> f64 {
+    x.0 as f64 / x.1.max(1) as f64
 }
 
 impl Accuracy {
-    pub fn overall(&self) -> f64 {
-        (self.facts.0 + self.arithmetic.0) as f64 / (self.facts.1 + self.arithmetic.1).max(1) as f64
+    pub fn generated(&self) -> f64 {
+        rate((
+            self.facts_generated.0 + self.sums_generated.0,
+            self.facts_generated.1 + self.sums_generated.1,
+        ))
     }
-    pub fn facts_rate(&self) -> f64 {
-        self.facts.0 as f64 / self.facts.1.max(1) as f64
+    pub fn choice(&self) -> f64 {
+        rate((
+            self.facts_choice.0 + self.sums_choice.0,
+            self.facts_choice.1 + self.sums_choice.1,
+        ))
     }
 }
 
@@ -122,69 +138,103 @@ fn base_model(o: &DemoOptions) -> Result<PathBuf> {
         .context("the pre-training demo wrote no Hugging Face export")
 }
 
-/// The question and the four answers of a held-out item, in plain words.
-struct Question {
-    kind: QaKind,
-    text: String,
-    choices: Vec<String>,
-    gold: usize,
+/// A held-out question: its text, the reply sentence for any answer, the four answers (the
+/// pre-training demo's choices) and the right one.
+pub struct Question {
+    pub kind: QaKind,
+    pub text: String,
+    pub replies: Vec<String>,
+    pub gold: usize,
 }
 
-fn held_out_questions(items: &[QaItem], limit: usize) -> Vec<Question> {
-    let mut v: Vec<Question> = items
-        .iter()
-        .filter_map(|it| {
-            let q = it.question.strip_prefix("Question: ")?;
-            let q = q.strip_suffix("\nAnswer:").unwrap_or(q).trim().to_string();
-            Some(Question {
-                kind: it.kind,
-                text: q,
-                choices: it.choices.iter().map(|c| c.trim().to_string()).collect(),
-                gold: it.gold,
-            })
-        })
-        .collect();
-    // Facts and sums alike, up to the limit.
-    v.sort_by_key(|q| matches!(q.kind, QaKind::Arithmetic));
-    let facts: Vec<Question> = v
-        .iter()
-        .filter(|q| q.kind == QaKind::Fact)
-        .take(limit / 2)
-        .map(clone_q)
-        .collect();
-    let sums = v
-        .iter()
-        .filter(|q| q.kind == QaKind::Arithmetic)
-        .take(limit - facts.len())
-        .map(clone_q);
+/// The assistant's reply to a fact question: the first declarative phrasing the pre-training
+/// text uses for the fact ("The capital of Vorlia is Zent.").
+fn fact_reply(f: &Fact, answer: &str) -> String {
+    f.rel.statements(&f.subject, answer)[0].clone()
+}
+
+/// The assistant's reply to a sum: the worked-step sentence ("7 plus 5 is 12.").
+fn sum_reply(t: &Triple, answer: &str) -> String {
+    let p = t.phrase();
+    let mut c = p.chars();
+    let p = match c.next() {
+        Some(f) => f.to_uppercase().collect::<String>() + c.as_str(),
+        None => p,
+    };
+    format!("{p} is {answer}.")
+}
+
+/// The pre-training demo's held-out items, matched with the facts and sums they ask about.
+fn held_out_questions(m: &Manifest, items: &[QaItem], limit: usize) -> Vec<Question> {
+    let (mut facts, mut sums) = (Vec::new(), Vec::new());
+    for it in items {
+        let Some(q) = it
+            .question
+            .strip_prefix("Question: ")
+            .map(|q| q.strip_suffix("\nAnswer:").unwrap_or(q).trim().to_string())
+        else {
+            continue;
+        };
+        let choices: Vec<String> = it.choices.iter().map(|c| c.trim().to_string()).collect();
+        match it.kind {
+            QaKind::Fact => {
+                if let Some(f) = m
+                    .held_out_facts
+                    .iter()
+                    .find(|f| f.rel.question(&f.subject) == q)
+                {
+                    facts.push(Question {
+                        kind: it.kind,
+                        replies: choices.iter().map(|c| fact_reply(f, c)).collect(),
+                        text: q,
+                        gold: it.gold,
+                    });
+                }
+            }
+            QaKind::Arithmetic => {
+                if let Some(t) = m.held_out_arithmetic.iter().find(|t| t.question() == q) {
+                    sums.push(Question {
+                        kind: it.kind,
+                        replies: choices.iter().map(|c| sum_reply(t, c)).collect(),
+                        text: q,
+                        gold: it.gold,
+                    });
+                }
+            }
+        }
+    }
+    let nf = facts.len().min(limit.div_ceil(2));
+    let ns = sums.len().min(limit - nf);
+    facts.truncate(nf);
+    sums.truncate(ns);
     facts.into_iter().chain(sums).collect()
 }
 
-fn clone_q(q: &Question) -> Question {
-    Question {
-        kind: q.kind,
-        text: q.text.clone(),
-        choices: q.choices.clone(),
-        gold: q.gold,
-    }
-}
-
-/// Multiple choice through the chat template: each answer is scored as the assistant's whole
-/// reply (its tokens and the end-of-turn marker), by summed log-probability, and the best one
-/// is the model's answer.
-pub fn chat_accuracy(model_dir: &Path, questions: &[(QaKind, String, Vec<String>, usize)]) -> Result<Accuracy> {
+/// Scores a model on the held-out questions through its chat template, in two ways: greedy
+/// generation (is the reply exactly the right sentence?) and four-way choice (is the right
+/// sentence the most likely whole reply, end-of-turn marker included?). Both run on the
+/// inference path `chat` and `serve` use.
+pub fn chat_accuracy(model_dir: &Path, questions: &[Question]) -> Result<Accuracy> {
     let cfg = tinyllama_model::ModelConfig::from_hf_json(&model_dir.join("config.json"))?;
     let tok = Tokenizer::load(model_dir, cfg.bos_id, cfg.eos_id)?;
     let tmpl = ChatTemplate::load(model_dir)?;
     let runner = Runner::new(DecodeModel::load(model_dir, WeightFormat::F32)?, None)?;
     let mut acc = Accuracy::default();
-    for (kind, q, choices, gold) in questions {
+    let mut prompts = Vec::with_capacity(questions.len());
+    for q in questions {
+        let user = [Message::new("user", &q.text)];
+        let prompt = tinyllama_infer::conversation::encode_prompt(
+            &tok,
+            &tmpl,
+            &tmpl.render(&user, true)?,
+        )?;
+        prompts.push(prompt);
         let mut best = (f64::NEG_INFINITY, usize::MAX);
-        for (i, c) in choices.iter().enumerate() {
+        for (i, reply) in q.replies.iter().enumerate() {
             let r: Rendered = render(
                 &tmpl,
                 &tok,
-                &[Message::new("user", q), Message::new("assistant", c)],
+                &[Message::new("user", &q.text), Message::new("assistant", reply)],
             )?;
             let lps = runner.score_prompt(&r.tokens, 0)?;
             // lps[j] is the log-probability of token j + 1.
@@ -198,14 +248,33 @@ pub fn chat_accuracy(model_dir: &Path, questions: &[(QaKind, String, Vec<String>
                 best = (ll, i);
             }
         }
-        let slot = match kind {
-            QaKind::Fact => &mut acc.facts,
-            QaKind::Arithmetic => &mut acc.arithmetic,
+        let slot = match q.kind {
+            QaKind::Fact => &mut acc.facts_choice,
+            QaKind::Arithmetic => &mut acc.sums_choice,
         };
         slot.1 += 1;
-        if best.1 == *gold {
-            slot.0 += 1;
-        }
+        slot.0 += (best.1 == q.gold) as usize;
+    }
+    let params: Vec<GenParams> = prompts
+        .iter()
+        .map(|_| GenParams {
+            max_tokens: 24,
+            sampling: SamplingParams::greedy(),
+            seed: 0,
+            stop_ids: vec![cfg.eos_id],
+        })
+        .collect();
+    let outs = tinyllama_infer::generate::generate_batch(&runner, &prompts, &params)?;
+    for (q, o) in questions.iter().zip(outs) {
+        let text = tok.decode(&o.tokens)?;
+        // What the template would have closed the turn with, if the model wrote it as text.
+        let reply = text.split("</s>").next().unwrap_or("").trim();
+        let slot = match q.kind {
+            QaKind::Fact => &mut acc.facts_generated,
+            QaKind::Arithmetic => &mut acc.sums_generated,
+        };
+        slot.1 += 1;
+        slot.0 += (reply == q.replies[q.gold]) as usize;
     }
     Ok(acc)
 }
@@ -262,42 +331,36 @@ const SYSTEMS: &[&str] = &[
 ];
 
 impl Askable {
-    /// A question and its right answer.
-    fn pick(&self, rng: &mut Rng) -> (String, String, Option<(tinyllama_synth::world::Rel, String)>) {
+    /// A question, its right reply, and a wrong reply of the same shape.
+    fn pick(&self, rng: &mut Rng) -> (String, String, String) {
         if rng.next_f64() < 0.6 {
             let f = &self.facts[rng.below(self.facts.len() as u64) as usize];
+            let p = &self.pool[&f.rel];
+            let wrong = loop {
+                let w = &p[rng.below(p.len() as u64) as usize];
+                if *w != f.answer || p.len() == 1 {
+                    break w.clone();
+                }
+            };
             (
                 f.rel.question(&f.subject),
-                f.answer.clone(),
-                Some((f.rel, f.answer.clone())),
+                fact_reply(f, &f.answer),
+                fact_reply(f, &wrong),
             )
         } else {
             let t = self.sums[rng.below(self.sums.len() as u64) as usize];
-            (t.question(), t.result().to_string(), None)
-        }
-    }
-
-    /// A wrong answer of the same kind as the right one.
-    fn wrong(&self, rng: &mut Rng, right: &str, fact: &Option<(tinyllama_synth::world::Rel, String)>) -> String {
-        match fact {
-            Some((rel, _)) => {
-                let p = &self.pool[rel];
-                loop {
-                    let w = &p[rng.below(p.len() as u64) as usize];
-                    if w != right || p.len() == 1 {
-                        return w.clone();
-                    }
+            let r = t.result() as i64;
+            let wrong = loop {
+                let d = rng.below(7) as i64 - 3;
+                if d != 0 && r + d >= 0 {
+                    break r + d;
                 }
-            }
-            None => {
-                let r: i64 = right.parse().unwrap_or(0);
-                loop {
-                    let d = rng.below(7) as i64 - 3;
-                    if d != 0 && r + d >= 0 {
-                        return (r + d).to_string();
-                    }
-                }
-            }
+            };
+            (
+                t.question(),
+                sum_reply(&t, &r.to_string()),
+                sum_reply(&t, &wrong.to_string()),
+            )
         }
     }
 }
@@ -338,8 +401,7 @@ fn write_data(m: &Manifest, o: &DemoOptions, data: &Path) -> Result<(PathBuf, Pa
     }
     let mut pairs = Vec::with_capacity(o.pairs);
     for _ in 0..o.pairs {
-        let (q, ans, fact) = a.pick(&mut rng);
-        let wrong = a.wrong(&mut rng, &ans, &fact);
+        let (q, ans, wrong) = a.pick(&mut rng);
         pairs.push(serde_json::json!({
             "prompt": q,
             "chosen": ans,
@@ -369,11 +431,11 @@ pub fn run(o: &DemoOptions) -> Result<DemoSummary> {
     let base = base_model(o)?;
     let manifest = tinyllama_synth::load_manifest(o.pretrain_dir.join("raw").join("manifest.json"))?;
     let items = tinyllama_synth::load_eval_qa(o.pretrain_dir.join("raw").join(&manifest.files.eval_qa))?;
-    let qs: Vec<(QaKind, String, Vec<String>, usize)> = held_out_questions(&items, o.eval_limit)
-        .into_iter()
-        .map(|q| (q.kind, q.text, q.choices, q.gold))
-        .collect();
-    let chance = 1.0 / qs.first().map(|q| q.2.len()).unwrap_or(4).max(1) as f64;
+    let qs = held_out_questions(&manifest, &items, o.eval_limit);
+    if qs.is_empty() {
+        bail!("the pre-training demo in {} has no held-out questions to score", o.pretrain_dir.display());
+    }
+    let chance = 1.0 / qs[0].replies.len().max(1) as f64;
 
     stage(o, 1, "synthetic dialogues and preference pairs about the demo world (held-out questions never asked)");
     let data = o.dir.join("data");
@@ -460,15 +522,13 @@ pub fn run(o: &DemoOptions) -> Result<DemoSummary> {
 }
 
 fn describe_acc(a: &Accuracy) -> String {
+    let pct = |x: (usize, usize)| format!("{:>3}/{:<3} {:>5.1}%", x.0, x.1, 100.0 * rate(x));
     format!(
-        "facts {}/{} ({:.1}%), sums {}/{} ({:.1}%), overall {:.1}%",
-        a.facts.0,
-        a.facts.1,
-        100.0 * a.facts_rate(),
-        a.arithmetic.0,
-        a.arithmetic.1,
-        100.0 * a.arithmetic.0 as f64 / a.arithmetic.1.max(1) as f64,
-        100.0 * a.overall()
+        "answers: facts {} sums {} · choice: facts {} sums {}",
+        pct(a.facts_generated),
+        pct(a.sums_generated),
+        pct(a.facts_choice),
+        pct(a.sums_choice),
     )
 }
 
@@ -476,7 +536,7 @@ fn describe_acc(a: &Accuracy) -> String {
 pub fn describe(s: &DemoSummary) -> String {
     let row = |name: &str, a: &Accuracy| format!("  {name:<16} {}", describe_acc(a));
     format!(
-        "held-out questions answered through the chat template (4 choices, chance {:.0}%):\n{}\n{}\n{}\n\
+        "held-out questions through the chat template (answers: greedy reply exactly right; choice: the right one of 4 replies most likely, chance {:.0}%):\n{}\n{}\n{}\n\
          SFT: {} steps, final loss {:.3}{} · DPO: {} steps, final loss {:.3}{}\n\
          the chat model: {} (try `tinyllama chat --model {}`)\n\
          finished in {:.0} s",

@@ -250,6 +250,7 @@ fn finish_export(init_from: &Path, out: &Path) -> Result<()> {
 
 /// Prepares the data and runs the fine-tune (or resumes it).
 pub fn run(cfg: &RunConfig, opts: &RunOptions) -> Result<FinetuneSummary> {
+    cfg.validate()?;
     let mut cfg = cfg.clone();
     let data = prepare(&cfg, opts.quiet)?;
     let (n_train, n_val) = match &data {

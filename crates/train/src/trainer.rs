@@ -366,10 +366,15 @@ pub fn accumulate_step<B: Backend>(
         bail!("no micro-batch on any rank has a target token to learn from");
     }
     let mut loss_sum = 0.0f64;
-    for (inp, tgt) in batches {
+    // Adapter dropout: each micro-batch draws its own masks from the step's seed.
+    let step_seed = model.lora().map(|l| l.dropout_seed());
+    for (i, (inp, tgt)) in batches.iter().enumerate() {
         let n = tgt.iter().filter(|&&t| t >= 0).count();
         if n == 0 {
             continue;
+        }
+        if let Some(s) = step_seed {
+            model.set_dropout_seed(tinyllama_model::rng::Rng::derive(s, i as u64).next_u64());
         }
         let mean =
             model.forward_backward(acts, grads, inp, tgt, (n as f64 / global) as f32)? as f64;
