@@ -58,7 +58,7 @@ impl DemoOptions {
             pretrain_dir: pretrain_dir.into(),
             seed: 11,
             dialogues: 3000,
-            pairs: 1500,
+            pairs: 1000,
             sft_epochs: 2.0,
             dpo_epochs: 1.0,
             eval_limit: 400,
@@ -493,7 +493,7 @@ pub fn run(o: &DemoOptions) -> Result<DemoSummary> {
              [model]\ninit_from = {base:?}\n\n\
              [data]\nseq_len = 64\n\n\
              [batch]\nmicro_batch = 8\nglobal_batch = 16\n\n\
-             [optim]\nlr = 5e-4\n\n\
+             [optim]\nlr = 1e-4\n\n\
              [run]\nout_dir = \"dpo\"\nseed = {seed}\nlog_every = 10\n\n\
              [finetune]\nmethod = \"dpo\"\ntrain = [\"data/preferences.jsonl\"]\nval_fraction = 0.05\nepochs = {ep}\n\n\
              [finetune.dpo]\nbeta = 0.1\nlora = true\n\n\
