@@ -18,16 +18,16 @@ use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
+use tinyllama_engine::sampling::SamplingParams;
 use tinyllama_infer::chat_template::{ChatTemplate, Message};
 use tinyllama_infer::model::DecodeModel;
 use tinyllama_infer::quant::WeightFormat;
+use tinyllama_infer::runner::GenParams;
 use tinyllama_infer::runner::Runner;
 use tinyllama_model::rng::Rng;
 use tinyllama_model::tokenizer::Tokenizer;
 use tinyllama_synth::arith::{universe, Op, Triple};
 use tinyllama_synth::world::Fact;
-use tinyllama_engine::sampling::SamplingParams;
-use tinyllama_infer::runner::GenParams;
 use tinyllama_synth::{Manifest, QaItem, QaKind};
 use tinyllama_train::trainer::RunOptions;
 
@@ -223,18 +223,18 @@ pub fn chat_accuracy(model_dir: &Path, questions: &[Question]) -> Result<Accurac
     let mut prompts = Vec::with_capacity(questions.len());
     for q in questions {
         let user = [Message::new("user", &q.text)];
-        let prompt = tinyllama_infer::conversation::encode_prompt(
-            &tok,
-            &tmpl,
-            &tmpl.render(&user, true)?,
-        )?;
+        let prompt =
+            tinyllama_infer::conversation::encode_prompt(&tok, &tmpl, &tmpl.render(&user, true)?)?;
         prompts.push(prompt);
         let mut best = (f64::NEG_INFINITY, usize::MAX);
         for (i, reply) in q.replies.iter().enumerate() {
             let r: Rendered = render(
                 &tmpl,
                 &tok,
-                &[Message::new("user", &q.text), Message::new("assistant", reply)],
+                &[
+                    Message::new("user", &q.text),
+                    Message::new("assistant", reply),
+                ],
             )?;
             let lps = runner.score_prompt(&r.tokens, 0)?;
             // lps[j] is the log-probability of token j + 1.
@@ -301,14 +301,14 @@ fn askable(m: &Manifest) -> Askable {
     let sums = universe(m.config.max_operand)
         .into_iter()
         .filter(|t| {
-            !held_sums.contains(t)
-                && !(commuted
-                    && t.op == Op::Plus
-                    && held_sums.contains(&Triple {
-                        a: t.b,
-                        op: Op::Plus,
-                        b: t.a,
-                    }))
+            // With commuted hold-out, `b plus a` is held out with `a plus b`.
+            let swapped = Triple {
+                a: t.b,
+                op: Op::Plus,
+                b: t.a,
+            };
+            let commuted_out = commuted && t.op == Op::Plus && held_sums.contains(&swapped);
+            !held_sums.contains(t) && !commuted_out
         })
         .collect();
     let mut pool = std::collections::BTreeMap::new();
@@ -429,11 +429,16 @@ pub fn run(o: &DemoOptions) -> Result<DemoSummary> {
     }
     std::fs::create_dir_all(&o.dir)?;
     let base = base_model(o)?;
-    let manifest = tinyllama_synth::load_manifest(o.pretrain_dir.join("raw").join("manifest.json"))?;
-    let items = tinyllama_synth::load_eval_qa(o.pretrain_dir.join("raw").join(&manifest.files.eval_qa))?;
+    let manifest =
+        tinyllama_synth::load_manifest(o.pretrain_dir.join("raw").join("manifest.json"))?;
+    let items =
+        tinyllama_synth::load_eval_qa(o.pretrain_dir.join("raw").join(&manifest.files.eval_qa))?;
     let qs = held_out_questions(&manifest, &items, o.eval_limit);
     if qs.is_empty() {
-        bail!("the pre-training demo in {} has no held-out questions to score", o.pretrain_dir.display());
+        bail!(
+            "the pre-training demo in {} has no held-out questions to score",
+            o.pretrain_dir.display()
+        );
     }
     let chance = 1.0 / qs[0].replies.len().max(1) as f64;
 
@@ -451,10 +456,17 @@ pub fn run(o: &DemoOptions) -> Result<DemoSummary> {
     }
     let before = chat_accuracy(&base, &qs)?;
     if !o.quiet {
-        eprintln!("held-out accuracy before fine-tuning: {}", describe_acc(&before));
+        eprintln!(
+            "held-out accuracy before fine-tuning: {}",
+            describe_acc(&before)
+        );
     }
 
-    stage(o, 2, "supervised fine-tuning with LoRA (loss on the assistant replies)");
+    stage(
+        o,
+        2,
+        "supervised fine-tuning with LoRA (loss on the assistant replies)",
+    );
     let sft_cfg = o.dir.join("sft.toml");
     write_config(
         &sft_cfg,
@@ -478,13 +490,20 @@ pub fn run(o: &DemoOptions) -> Result<DemoSummary> {
         ..Default::default()
     };
     let sft = run::run(&run::load_config(&sft_cfg)?, &opts)?;
-    let sft_model = sft.model_dir.clone().context("the SFT run exported no model")?;
+    let sft_model = sft
+        .model_dir
+        .clone()
+        .context("the SFT run exported no model")?;
     let after_sft = chat_accuracy(&sft_model, &qs)?;
     if !o.quiet {
         eprintln!("held-out accuracy after SFT: {}", describe_acc(&after_sft));
     }
 
-    stage(o, 3, "DPO on preference pairs whose rejected answer is wrong (LoRA, reference = the SFT model)");
+    stage(
+        o,
+        3,
+        "DPO on preference pairs whose rejected answer is wrong (LoRA, reference = the SFT model)",
+    );
     let dpo_cfg = o.dir.join("dpo.toml");
     write_config(
         &dpo_cfg,
@@ -505,7 +524,10 @@ pub fn run(o: &DemoOptions) -> Result<DemoSummary> {
         ),
     )?;
     let dpo = run::run(&run::load_config(&dpo_cfg)?, &opts)?;
-    let dpo_model = dpo.model_dir.clone().context("the DPO run exported no model")?;
+    let dpo_model = dpo
+        .model_dir
+        .clone()
+        .context("the DPO run exported no model")?;
     let after_dpo = chat_accuracy(&dpo_model, &qs)?;
 
     stage(o, 4, "summary");

@@ -39,7 +39,10 @@ fn rows(st: &SafeTensors, which: &str, pairs: usize) -> Vec<Row> {
     let t = inputs.len() / pairs;
     (0..pairs)
         .map(|p| Row {
-            inputs: inputs[p * t..(p + 1) * t].iter().map(|&x| x as u32).collect(),
+            inputs: inputs[p * t..(p + 1) * t]
+                .iter()
+                .map(|&x| x as u32)
+                .collect(),
             targets: targets[p * t..(p + 1) * t]
                 .iter()
                 .map(|&x| x.max(-1) as i32)
@@ -83,8 +86,8 @@ fn compare<B: Backend>(backend: B) -> (f64, (f64, String), f64) {
     let mut grads = model.zero_grads();
     let ps: Vec<&PairRows> = pairs.iter().collect();
     let beta = f64s(&st, "beta")[0];
-    let s = dpo::accumulate_step(&model, &mut acts, &mut grads, &ps, &refs, beta, np, &coll)
-        .unwrap();
+    let s =
+        dpo::accumulate_step(&model, &mut acts, &mut grads, &ps, &refs, beta, np, &coll).unwrap();
     let want_loss = f64s(&st, "loss")[0];
     let loss_err = (s.loss - want_loss).abs() / want_loss.abs();
     let mut worst = (0f64, String::new());
@@ -114,6 +117,9 @@ fn dpo_loss_and_adapter_gradients_match_pytorch() {
         eprintln!("{name}: loss rel {loss:.2e}, worst gradient rel {grad:.2e} ({which}), reference log-probs rel {refs:.2e}");
         assert!(loss < 1e-4, "{name}: loss relative error {loss}");
         assert!(grad < 1e-4, "{name}: gradient of {which} off by {grad}");
-        assert!(refs < 1e-4, "{name}: reference log-probabilities off by {refs}");
+        assert!(
+            refs < 1e-4,
+            "{name}: reference log-probabilities off by {refs}"
+        );
     }
 }

@@ -126,7 +126,11 @@ fn lora_sft_learns_moves_only_the_adapters_and_exports_a_chat_model_and_a_peft_a
     let l = losses_of(&s.run_dir);
     let (first, last) = (l[0], *l.last().unwrap());
     assert!(last < 0.6 * first, "loss {first} → {last}");
-    assert!(s.val_loss.unwrap() < first, "held-out loss {:?}", s.val_loss);
+    assert!(
+        s.val_loss.unwrap() < first,
+        "held-out loss {:?}",
+        s.val_loss
+    );
 
     // The merged export: only adapted projections differ from the base.
     let model_dir = s.model_dir.clone().unwrap();
@@ -150,11 +154,15 @@ fn lora_sft_learns_moves_only_the_adapters_and_exports_a_chat_model_and_a_peft_a
     with_adapter.attach_peft(&adapter).unwrap();
     let merged_model = Llama::new(CpuBackend::<f32>::new(), &merged).unwrap();
     let inputs: Vec<u32> = (0..32).map(|i| (i * 37 % 600) as u32).collect();
-    let targets: Vec<i32> = (1..=32).map(|i| (i * 37 % 600) as i32).collect();
+    let targets: Vec<i32> = (1..=32).map(|i| i * 37 % 600).collect();
     let mut a1 = Activations::new(&with_adapter, 1, 32);
     let mut a2 = Activations::new(&merged_model, 1, 32);
-    let l1 = with_adapter.forward_losses(&mut a1, &inputs, &targets).unwrap();
-    let l2 = merged_model.forward_losses(&mut a2, &inputs, &targets).unwrap();
+    let l1 = with_adapter
+        .forward_losses(&mut a1, &inputs, &targets)
+        .unwrap();
+    let l2 = merged_model
+        .forward_losses(&mut a2, &inputs, &targets)
+        .unwrap();
     for (x, y) in l1.iter().zip(&l2) {
         assert!((x - y).abs() <= 1e-4 * x.abs().max(1.0), "{x} vs {y}");
     }
@@ -237,8 +245,19 @@ fn a_step_is_normalised_over_every_micro_batch_target() {
         let s = run::run(&c, &quiet()).unwrap();
         out.push((s.final_loss, hf::load_dir(&s.model_dir.unwrap()).unwrap()));
     }
-    assert!((out[0].0 - out[1].0).abs() < 1e-5, "{} vs {}", out[0].0, out[1].0);
-    for ((s, x), y) in out[0].1.specs.iter().zip(&out[0].1.tensors).zip(&out[1].1.tensors) {
+    assert!(
+        (out[0].0 - out[1].0).abs() < 1e-5,
+        "{} vs {}",
+        out[0].0,
+        out[1].0
+    );
+    for ((s, x), y) in out[0]
+        .1
+        .specs
+        .iter()
+        .zip(&out[0].1.tensors)
+        .zip(&out[1].1.tensors)
+    {
         let d = x
             .iter()
             .zip(y)
@@ -265,7 +284,10 @@ fn dpo_with_lora_prefers_the_chosen_replies() {
     let first = recs[0].dpo.unwrap();
     let last = recs.last().unwrap();
     // At the start the policy is the reference: z = 0 for every pair, loss ln 2.
-    assert!((first.loss - std::f64::consts::LN_2).abs() < 1e-6, "{first:?}");
+    assert!(
+        (first.loss - std::f64::consts::LN_2).abs() < 1e-6,
+        "{first:?}"
+    );
     assert_eq!(first.margin, 0.0);
     let d = last.dpo.unwrap();
     let trace: Vec<String> = recs
@@ -280,7 +302,11 @@ fn dpo_with_lora_prefers_the_chosen_replies() {
     // this small need not generalise to them; only that they are measured is checked).
     let v = last.val_dpo.unwrap();
     assert!(v.pairs >= 4.0 && v.loss.is_finite(), "{v:?}");
-    assert!(s.adapter_dir.unwrap().join("adapter_model.safetensors").exists());
+    assert!(s
+        .adapter_dir
+        .unwrap()
+        .join("adapter_model.safetensors")
+        .exists());
 }
 
 #[test]

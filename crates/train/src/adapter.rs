@@ -39,8 +39,12 @@ pub fn save<B: Backend>(model: &Llama<B>, dir: &Path, cfg: &RunConfig) -> Result
 /// Loads the adapter a checkpoint holds into the model's attached adapter (same
 /// configuration: the run's).
 pub fn load_into<B: Backend>(model: &mut Llama<B>, checkpoint: &Path) -> Result<()> {
-    let a = peft::load_peft(checkpoint)
-        .with_context(|| format!("{}: the LoRA adapter of the checkpoint", checkpoint.display()))?;
+    let a = peft::load_peft(checkpoint).with_context(|| {
+        format!(
+            "{}: the LoRA adapter of the checkpoint",
+            checkpoint.display()
+        )
+    })?;
     let lo = model
         .lora()
         .context("no adapter attached to load the checkpoint's into")?;

@@ -169,6 +169,9 @@ fn read_f32(st: &SafeTensors, name: &str, path: &Path, len: usize) -> Result<Vec
     Ok(d)
 }
 
+/// Writes more files into a checkpoint directory being built.
+pub type ExtraFiles<'a> = dyn Fn(&Path) -> Result<()> + 'a;
+
 /// What one rank contributes to a checkpoint.
 pub struct RankPart<'a> {
     /// The whole model (rank 0 only; other ranks pass `None`).
@@ -184,7 +187,7 @@ pub struct RankPart<'a> {
     pub state: &'a TrainState,
     /// More files rank 0 writes into the checkpoint directory (a LoRA run's adapter); they
     /// are covered by the manifest like the rest.
-    pub extra: Option<&'a dyn Fn(&Path) -> Result<()>>,
+    pub extra: Option<&'a ExtraFiles<'a>>,
 }
 
 /// Writes the checkpoint for `state.step` together with the other ranks (every rank calls it)

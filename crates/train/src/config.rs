@@ -519,8 +519,12 @@ impl FinetuneSection {
                 bail!("[finetune.lora]: targets is empty; name at least one of q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj");
             }
         }
-        if self.method == FinetuneMethod::Dpo && !(self.dpo.beta > 0.0 && self.dpo.beta.is_finite()) {
-            bail!("[finetune.dpo]: beta must be positive, got {}", self.dpo.beta);
+        if self.method == FinetuneMethod::Dpo && !(self.dpo.beta > 0.0 && self.dpo.beta.is_finite())
+        {
+            bail!(
+                "[finetune.dpo]: beta must be positive, got {}",
+                self.dpo.beta
+            );
         }
         Ok(())
     }

@@ -238,7 +238,11 @@ impl ReferenceCache {
         if c.data_hash != data_hash {
             return Ok(None);
         }
-        if c.train.iter().chain(&c.val).any(|(a, b)| !a.is_finite() || !b.is_finite()) {
+        if c.train
+            .iter()
+            .chain(&c.val)
+            .any(|(a, b)| !a.is_finite() || !b.is_finite())
+        {
             bail!(
                 "{} holds non-finite log-probabilities; delete it to recompute them",
                 path.display()

@@ -37,7 +37,7 @@ pub fn export_weights(
         eprintln!("note: no tokenizer.json found with the checkpoint; the export has weights and config only (pass --tokenizer FILE)");
         return Ok(());
     };
-    let tok = tokenizers::Tokenizer::from_file(&tok_path)
+    let tok = tokenizers::Tokenizer::from_file(tok_path)
         .map_err(|e| anyhow::anyhow!("{}: {e}", tok_path.display()))?;
     let c = &weights.config;
     let name = |id: u32| tok.id_to_token(id);
@@ -57,7 +57,7 @@ pub fn export_weights(
             c.vocab_size
         );
     }
-    write_atomic(&out.join("tokenizer.json"), &std::fs::read(&tok_path)?)?;
+    write_atomic(&out.join("tokenizer.json"), &std::fs::read(tok_path)?)?;
     let unk = name(0).unwrap_or_else(|| "<unk>".into());
     let cfg = serde_json::json!({
         "tokenizer_class": "PreTrainedTokenizerFast",

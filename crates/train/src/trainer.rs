@@ -8,13 +8,13 @@
 //! prompts, padding) like a full one. With full micro-batches both agree to the last bit.
 
 use crate::checkpoint::{self, RankPart, TrainState};
+use crate::config::FinetuneMethod;
 use crate::config::RunConfig;
 use crate::data_parallel::{Comm, CommStats, Optimizer};
-use crate::config::FinetuneMethod;
 use crate::dpo::{self, DpoStats, ReferenceCache};
 use crate::loader::{BatchSource, LoaderState, MixtureLoader, ValSet};
-use crate::rows::{FinetuneData, IndexLoader, PairRows, RowLoader};
 use crate::metrics::{self, MetricsWriter, StepRecord};
+use crate::rows::{FinetuneData, IndexLoader, PairRows, RowLoader};
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::IsTerminal;
@@ -83,11 +83,7 @@ pub fn finetune(cfg: &RunConfig, opts: &RunOptions, data: &FinetuneData) -> Resu
     run_job(cfg, opts, Some(data))
 }
 
-fn run_job(
-    cfg: &RunConfig,
-    opts: &RunOptions,
-    data: Option<&FinetuneData>,
-) -> Result<RunSummary> {
+fn run_job(cfg: &RunConfig, opts: &RunOptions, data: Option<&FinetuneData>) -> Result<RunSummary> {
     cfg.validate()?;
     #[cfg(all(feature = "cuda", not(feature = "mpi")))]
     if cfg.run.device.starts_with("cuda") {
@@ -175,8 +171,12 @@ fn run_in(
 ) -> Result<RunSummary> {
     cfg.validate()?;
     match (&cfg.finetune, data) {
-        (Some(_), None) => bail!("the run config has a [finetune] section: run it with `tinyllama finetune --config …`"),
-        (None, Some(_)) => bail!("fine-tuning data was given but the run config has no [finetune] section"),
+        (Some(_), None) => bail!(
+            "the run config has a [finetune] section: run it with `tinyllama finetune --config …`"
+        ),
+        (None, Some(_)) => {
+            bail!("fine-tuning data was given but the run config has no [finetune] section")
+        }
         _ => {}
     }
     let rank = coll.rank();
@@ -1051,7 +1051,7 @@ where
             let (m, v) = opt.moments(&model);
             let host = (rank == 0).then(|| model.to_host());
             let write_adapter = |dir: &Path| crate::adapter::save(&model, dir, cfg);
-            let extra: Option<&dyn Fn(&Path) -> Result<()>> = match lora {
+            let extra: Option<&checkpoint::ExtraFiles> = match lora {
                 Some(_) => Some(&write_adapter),
                 None => None,
             };
