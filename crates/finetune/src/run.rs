@@ -248,29 +248,55 @@ fn finish_export(init_from: &Path, out: &Path) -> Result<()> {
     )
 }
 
-/// Prepares the data and runs the fine-tune (or resumes it).
+/// Prepares the data and runs the fine-tune (or resumes it) as the job this process was
+/// launched into (one process, or one rank of several: see `docs/distributed.md`).
 pub fn run(cfg: &RunConfig, opts: &RunOptions) -> Result<FinetuneSummary> {
+    let (cfg, data) = setup(cfg, opts)?;
+    let s = trainer::finetune(&cfg, opts, &data)?;
+    finish(&cfg, &data, s)
+}
+
+/// [`run`] as one rank of `coll` (tests run ranks on threads).
+pub fn run_in(
+    cfg: &RunConfig,
+    opts: &RunOptions,
+    coll: Box<dyn tinyllama_dist::Collective>,
+) -> Result<FinetuneSummary> {
+    let quiet = RunOptions {
+        quiet: opts.quiet || coll.rank() != 0,
+        ..opts.clone()
+    };
+    let (cfg, data) = setup(cfg, &quiet)?;
+    let s = trainer::finetune_in(&cfg, &quiet, coll, &data)?;
+    finish(&cfg, &data, s)
+}
+
+/// The config completed for this data (steps, warm-up, tokenizer) and the data.
+fn setup(cfg: &RunConfig, opts: &RunOptions) -> Result<(RunConfig, FinetuneData)> {
     cfg.validate()?;
     let mut cfg = cfg.clone();
     let data = prepare(&cfg, opts.quiet)?;
-    let (n_train, n_val) = match &data {
+    if data.train_len() == 0 {
+        bail!("no training examples remain after reading the data (see the report above)");
+    }
+    size_run(&mut cfg, data.train_len())?;
+    let init_from = cfg.model.init_from.clone().context("no init_from")?;
+    cfg.model.tokenizer = Some(init_from.join("tokenizer.json"));
+    Ok((cfg, data))
+}
+
+fn finish(cfg: &RunConfig, data: &FinetuneData, s: trainer::RunSummary) -> Result<FinetuneSummary> {
+    let (n_train, n_val) = match data {
         FinetuneData::Sft { train, val } => (train.len(), val.len()),
         FinetuneData::Dpo { train, val } => (train.len(), val.len()),
     };
-    if n_train == 0 {
-        bail!("no training examples remain after reading the data (see the report above)");
+    let f = cfg.finetune.as_ref().context("no [finetune] section")?;
+    if let (Some(out), Some(init_from)) = (&s.export_dir, &cfg.model.init_from) {
+        finish_export(init_from, out)?;
     }
-    size_run(&mut cfg, n_train)?;
-    let init_from = cfg.model.init_from.clone().context("no init_from")?;
-    cfg.model.tokenizer = Some(init_from.join("tokenizer.json"));
-    let method = cfg.finetune.as_ref().map(|f| f.method).unwrap();
-    let lora = cfg.finetune.as_ref().is_some_and(|f| f.uses_lora());
-    let s = trainer::finetune(&cfg, opts, &data)?;
-    if let Some(out) = &s.export_dir {
-        finish_export(&init_from, out)?;
-    }
+    let lora = f.uses_lora();
     Ok(FinetuneSummary {
-        method,
+        method: f.method,
         steps: s.steps,
         final_loss: s.losses.last().copied().unwrap_or(f64::NAN),
         val_loss: s.final_val_loss,

@@ -344,3 +344,62 @@ fn config_mistakes_are_explained() {
     );
     assert!(e.contains("tinyllama finetune"), "{e}");
 }
+
+#[test]
+fn two_ranks_train_what_one_process_trains_for_lora_sft_and_dpo() {
+    use tinyllama_dist::local::LocalGroup;
+    for method in ["lora", "dpo"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let base = base_model(tmp.path());
+        chat_file(tmp.path(), 80);
+        pairs_file(tmp.path(), 48);
+        let train = if method == "dpo" {
+            "pairs.jsonl"
+        } else {
+            "chat.jsonl"
+        };
+        let one = config(
+            tmp.path(),
+            &base,
+            &format!(
+                "[batch]\nmicro_batch = 2\nglobal_batch = 8\nmax_steps = 4\n[optim]\nlr = 1e-2\n\
+                 [finetune]\nmethod = \"{method}\"\ntrain = [\"{train}\"]\n\
+                 [finetune.lora]\nrank = 4\ndropout = 0.0\n[finetune.dpo]\nlora = true\n"
+            ),
+        );
+        let mut two = one.clone();
+        two.run.out_dir = tmp.path().join("two");
+        let a = run::run(&one, &quiet()).unwrap();
+        let hs: Vec<_> = LocalGroup::new(2)
+            .into_iter()
+            .map(|g| {
+                let c = two.clone();
+                std::thread::spawn(move || run::run_in(&c, &quiet(), Box::new(g)).unwrap())
+            })
+            .collect();
+        let b: Vec<FinetuneSummary> = hs.into_iter().map(|h| h.join().unwrap()).collect();
+        let (wa, wb) = (
+            hf::load_dir(a.model_dir.as_ref().unwrap()).unwrap(),
+            hf::load_dir(b[0].model_dir.as_ref().unwrap()).unwrap(),
+        );
+        // Within an epoch the ranks together read the rows one process reads in each step (rank
+        // r takes positions r, r + 2, … of the same shuffled order), summed in another order.
+        assert!(
+            (a.final_loss - b[0].final_loss).abs() < 1e-4 * a.final_loss.abs().max(1.0),
+            "{method}: loss {} vs {}: {:?} vs {:?}",
+            a.final_loss,
+            b[0].final_loss,
+            losses_of(&a.run_dir),
+            losses_of(&b[0].run_dir)
+        );
+        for ((s, x), y) in wa.specs.iter().zip(&wa.tensors).zip(&wb.tensors) {
+            let num: f64 = x.iter().zip(y).map(|(p, q)| ((p - q) as f64).powi(2)).sum();
+            let den: f64 = x.iter().map(|p| (*p as f64).powi(2)).sum();
+            assert!(
+                (num / den.max(1e-30)).sqrt() < 1e-4,
+                "{method}: {} differs between 1 and 2 ranks",
+                s.name
+            );
+        }
+    }
+}
