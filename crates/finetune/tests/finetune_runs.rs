@@ -403,3 +403,29 @@ fn two_ranks_train_what_one_process_trains_for_lora_sft_and_dpo() {
         }
     }
 }
+
+#[test]
+fn lora_sft_and_dpo_run_in_bf16_mixed_precision() {
+    for (method, file) in [("lora", "chat.jsonl"), ("dpo", "pairs.jsonl")] {
+        let tmp = tempfile::tempdir().unwrap();
+        let base = base_model(tmp.path());
+        chat_file(tmp.path(), 40);
+        pairs_file(tmp.path(), 24);
+        let mut c = config(
+            tmp.path(),
+            &base,
+            &format!(
+                "[batch]\nmicro_batch = 4\nglobal_batch = 8\nmax_steps = 12\n[optim]\nlr = 1e-2\n\
+                 [finetune]\nmethod = \"{method}\"\ntrain = [\"{file}\"]\n\
+                 [finetune.lora]\nrank = 4\n[finetune.dpo]\nlora = true\nbeta = 0.5\n"
+            ),
+        );
+        c.run.precision = "bf16".into();
+        let s = run::run(&c, &quiet()).unwrap();
+        let l = losses_of(&s.run_dir);
+        assert!(
+            l.iter().all(|x| x.is_finite()) && *l.last().unwrap() < 0.9 * l[0],
+            "{method} in bf16: {l:?}"
+        );
+    }
+}
