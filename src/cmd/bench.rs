@@ -409,9 +409,15 @@ pub struct FinetuneBenchArgs {
     pub steps: usize,
     #[arg(long, default_value_t = 3)]
     pub warmup: usize,
+    /// LoRA dropout on the adapters' inputs.
+    #[arg(long, default_value_t = 0.05)]
+    pub dropout: f32,
     /// Print one JSON line instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Also time every backend op and print where a step's time goes.
+    #[arg(long)]
+    pub profile: bool,
 }
 
 /// Tokens one benchmark step may hold (activations grow with it): far above any useful
@@ -451,6 +457,7 @@ pub fn run(c: BenchCommand) -> Result<()> {
                 "lora" => Some(tinyllama_engine::lora::LoraConfig {
                     rank: a.rank,
                     alpha: 2.0 * a.rank as f32,
+                    dropout: a.dropout,
                     ..Default::default()
                 }),
                 m => bail!("--method `{m}` unknown; use full or lora"),
@@ -459,7 +466,12 @@ pub fn run(c: BenchCommand) -> Result<()> {
                 bail!("--rank must be at least 1");
             }
             let r = tinyllama_train::bench::bench_finetune(
-                &cfg, lora, a.batch, a.seq, a.warmup, a.steps,
+                &cfg,
+                lora.clone(),
+                a.batch,
+                a.seq,
+                a.warmup,
+                a.steps,
             )?;
             if a.json {
                 println!("{}", serde_json::to_string(&r)?);
@@ -473,6 +485,16 @@ pub fn run(c: BenchCommand) -> Result<()> {
                     "peak RSS    {:>10.1} MB ({:.1} MB after building the model)",
                     r.peak_rss_mb, r.init_rss_mb
                 );
+            }
+            if a.profile {
+                let p = tinyllama_train::bench::profile_finetune(
+                    &cfg, lora, a.batch, a.seq, a.steps,
+                )?;
+                let total: f64 = p.iter().map(|x| x.1).sum();
+                println!("where a step's time goes ({:.1} ms per step in backend ops):", total * 1e3);
+                for (op, s, calls) in p {
+                    println!("  {op:<22} {:>8.2} ms {:>5.1}%  {calls} calls", s * 1e3, 100.0 * s / total);
+                }
             }
             Ok(())
         }

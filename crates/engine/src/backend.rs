@@ -257,11 +257,18 @@ pub trait Backend: Send + Sync {
 /// platform draws the same mask.
 #[inline]
 pub fn dropout_keep(seed: u64, i: u64, p: f32) -> bool {
+    dropout_keep_below(seed, i, dropout_threshold(p))
+}
+
+/// [`dropout_keep`] with the threshold computed once ([`dropout_threshold`]); branch-free, so
+/// the CPU loop over it vectorises.
+#[inline(always)]
+pub fn dropout_keep_below(seed: u64, i: u64, threshold: u64) -> bool {
     let mut z = seed.wrapping_add(i.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^= z >> 31;
-    (z >> 40) >= dropout_threshold(p)
+    (z >> 40) >= threshold
 }
 
 /// `p · 2²⁴`, rounded: an element is dropped when its 24-bit hash is below this.

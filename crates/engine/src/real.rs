@@ -51,6 +51,15 @@ pub trait Real:
         }
     }
 
+    /// Dropout of the elements `base..base + x.len()` of a buffer (see
+    /// [`crate::backend::dropout_keep`]); f32 overrides it with a multiversioned SIMD loop.
+    fn dropout(x: &mut [Self], base: u64, seed: u64, threshold: u64, scale: Self) {
+        for (j, v) in x.iter_mut().enumerate() {
+            let keep = crate::backend::dropout_keep_below(seed, base + j as u64, threshold);
+            *v = if keep { *v * scale } else { Self::ZERO };
+        }
+    }
+
     /// SwiGLU backward (see `cpu::swiglu`); f32 overrides it.
     fn silu_mul_bwd(dg: &mut [Self], du: &mut [Self], dh: &[Self], g: &[Self], u: &[Self]) {
         for i in 0..dg.len() {
@@ -102,6 +111,9 @@ impl Real for f32 {
     }
     fn silu_mul(h: &mut [f32], g: &[f32], u: &[f32]) {
         crate::cpu::simd::silu_mul(h, g, u)
+    }
+    fn dropout(x: &mut [f32], base: u64, seed: u64, threshold: u64, scale: f32) {
+        crate::cpu::simd::dropout_f32(x, base, seed, threshold, scale)
     }
     fn silu_mul_bwd(dg: &mut [f32], du: &mut [f32], dh: &[f32], g: &[f32], u: &[f32]) {
         crate::cpu::simd::silu_mul_bwd(dg, du, dh, g, u)

@@ -168,8 +168,49 @@ pub fn bench_finetune(
     warmup: usize,
     steps: usize,
 ) -> Result<FinetuneBench> {
+    let (r, _) = finetune_rig(CpuBackend::<f32>::new(), cfg, lora, batch, seq, warmup, steps)?;
+    Ok(r)
+}
+
+/// Where a fine-tuning step's time goes, per backend op: (op, seconds per step, calls per
+/// step), most expensive first.
+pub fn profile_finetune(
+    cfg: &ModelConfig,
+    lora: Option<tinyllama_engine::lora::LoraConfig>,
+    batch: usize,
+    seq: usize,
+    steps: usize,
+) -> Result<Vec<(&'static str, f64, u64)>> {
+    // No warm-up: the counters would include it.
+    let (_, model) = finetune_rig(
+        Profiled::new(CpuBackend::<f32>::new()),
+        cfg,
+        lora,
+        batch,
+        seq,
+        0,
+        steps,
+    )?;
+    let n = steps.max(1) as f64;
+    Ok(model
+        .backend
+        .report()
+        .into_iter()
+        .map(|(k, s, c)| (k, s / n, (c as f64 / n).round() as u64))
+        .collect())
+}
+
+fn finetune_rig<B: Backend>(
+    backend: B,
+    cfg: &ModelConfig,
+    lora: Option<tinyllama_engine::lora::LoraConfig>,
+    batch: usize,
+    seq: usize,
+    warmup: usize,
+    steps: usize,
+) -> Result<(FinetuneBench, Llama<B>)> {
     let mb = |b: Option<u64>| b.unwrap_or(0) as f64 / (1 << 20) as f64;
-    let mut model = Llama::new(CpuBackend::<f32>::new(), &HostWeights::init(cfg, 1))?;
+    let mut model = Llama::new(backend, &HostWeights::init(cfg, 1))?;
     let method = if lora.is_some() { "lora" } else { "full" };
     if let Some(l) = lora {
         model.attach_lora(l, 3)?;
@@ -198,18 +239,28 @@ pub fn bench_finetune(
     let mut opt = AdamW::new(&model, AdamWConfig::default());
     let trainable: usize = model.trainable_specs().iter().map(|s| s.numel()).sum();
     let mut k = 0u64;
-    let step = time(warmup, steps, || {
+    let mut one = |model: &mut Llama<B>| -> Result<()> {
         k += 1;
         model.set_dropout_seed(k);
         model.forward_backward(&mut acts, &mut grads, &inputs, &targets, 1.0)?;
-        let norm = AdamW::grad_norm(&model, &grads);
-        opt.update(&mut model, &grads, 1e-4, norm);
+        let norm = AdamW::grad_norm(model, &grads);
+        opt.update(model, &grads, 1e-4, norm);
         for g in grads.iter_mut() {
             model.backend.fill(g, 0.0);
         }
         Ok(())
-    })?;
-    Ok(FinetuneBench {
+    };
+    for _ in 0..warmup {
+        one(&mut model)?;
+    }
+    let mut ts = vec![];
+    for _ in 0..steps.max(1) {
+        let t = Instant::now();
+        one(&mut model)?;
+        ts.push(t.elapsed().as_secs_f64());
+    }
+    let step = median(ts);
+    let r = FinetuneBench {
         implementation: "tinyllama".into(),
         method: method.into(),
         backend: model.backend.name(),
@@ -221,7 +272,8 @@ pub fn bench_finetune(
         step_tok_s: n as f64 / step,
         peak_rss_mb: mb(crate::metrics::peak_rss_bytes()),
         init_rss_mb: mb(init_rss),
-    })
+    };
+    Ok((r, model))
 }
 
 /// Where a full training step's time goes, per backend op: (op, seconds per step, calls per

@@ -346,17 +346,11 @@ impl<T: Real> Backend for CpuBackend<T> {
             return;
         }
         let s = T::from_f32(crate::backend::dropout_scale(p));
+        let threshold = crate::backend::dropout_threshold(p);
         x.par_chunks_mut(REDUCE_BLOCK)
             .enumerate()
             .for_each(|(c, chunk)| {
-                let base = (c * REDUCE_BLOCK) as u64;
-                for (j, v) in chunk.iter_mut().enumerate() {
-                    *v = if crate::backend::dropout_keep(seed, base + j as u64, p) {
-                        *v * s
-                    } else {
-                        T::ZERO
-                    };
-                }
+                T::dropout(chunk, (c * REDUCE_BLOCK) as u64, seed, threshold, s)
             });
     }
     fn adamw(

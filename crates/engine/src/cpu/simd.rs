@@ -152,3 +152,15 @@ multiversion! {
         }
     }
 }
+
+multiversion! {
+    /// `x[j] = keep(base + j) ? x[j]·scale : 0` (the mask of
+    /// [`crate::backend::dropout_keep_below`]: 64-bit multiplies, which AVX-512DQ does in
+    /// vectors).
+    pub fn dropout_f32(x: &mut [f32], base: u64, seed: u64, threshold: u64, scale: f32) {
+        for (j, v) in x.iter_mut().enumerate() {
+            let keep = crate::backend::dropout_keep_below(seed, base + j as u64, threshold);
+            *v = if keep { *v * scale } else { 0.0 };
+        }
+    }
+}
