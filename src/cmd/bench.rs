@@ -487,13 +487,19 @@ pub fn run(c: BenchCommand) -> Result<()> {
                 );
             }
             if a.profile {
-                let p = tinyllama_train::bench::profile_finetune(
-                    &cfg, lora, a.batch, a.seq, a.steps,
-                )?;
+                let p =
+                    tinyllama_train::bench::profile_finetune(&cfg, lora, a.batch, a.seq, a.steps)?;
                 let total: f64 = p.iter().map(|x| x.1).sum();
-                println!("where a step's time goes ({:.1} ms per step in backend ops):", total * 1e3);
+                println!(
+                    "where a step's time goes ({:.1} ms per step in backend ops):",
+                    total * 1e3
+                );
                 for (op, s, calls) in p {
-                    println!("  {op:<22} {:>8.2} ms {:>5.1}%  {calls} calls", s * 1e3, 100.0 * s / total);
+                    println!(
+                        "  {op:<22} {:>8.2} ms {:>5.1}%  {calls} calls",
+                        s * 1e3,
+                        100.0 * s / total
+                    );
                 }
             }
             Ok(())

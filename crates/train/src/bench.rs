@@ -168,7 +168,15 @@ pub fn bench_finetune(
     warmup: usize,
     steps: usize,
 ) -> Result<FinetuneBench> {
-    let (r, _) = finetune_rig(CpuBackend::<f32>::new(), cfg, lora, batch, seq, warmup, steps)?;
+    let (r, _) = finetune_rig(
+        CpuBackend::<f32>::new(),
+        cfg,
+        lora,
+        batch,
+        seq,
+        warmup,
+        steps,
+    )?;
     Ok(r)
 }
 
