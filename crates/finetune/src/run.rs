@@ -15,9 +15,12 @@ use tinyllama_train::rows::{FinetuneData, PairRows, Row};
 use tinyllama_train::trainer::{self, RunOptions};
 
 /// The built-in Zephyr format as a Jinja chat template, written into exports of models that
-/// had none: it renders exactly what [`ChatTemplate::zephyr`] does, and marks the assistant
-/// replies with `{% generation %}` so transformers' `return_assistant_tokens_mask` works too.
-pub const ZEPHYR_JINJA: &str = "{%- for m in messages -%}\
+/// had none: it renders the tokens [`ChatTemplate::zephyr`] gives (the BOS our renderer adds
+/// is written by the template itself, because transformers' `apply_chat_template` adds no
+/// special tokens), and marks the assistant replies with `{% generation %}` so transformers'
+/// `return_assistant_tokens_mask` works too.
+pub const ZEPHYR_JINJA: &str = "{{- bos_token -}}\
+{%- for m in messages -%}\
 {%- if m['role'] not in ['system', 'user', 'assistant'] -%}\
 {{ raise_exception('the Zephyr chat format has the roles system, user and assistant') }}\
 {%- endif -%}\
@@ -308,4 +311,72 @@ fn finish(cfg: &RunConfig, data: &FinetuneData, s: trainer::RunSummary) -> Resul
         tokens_per_s: s.tokens_per_s,
         elapsed_s: s.elapsed_s,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tinyllama_infer::chat_template::Message;
+
+    fn fixture_tokenizer() -> Tokenizer {
+        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/fixtures/chat/tokenizer.json");
+        Tokenizer::load(&p, 1, 2).unwrap()
+    }
+
+    #[test]
+    fn exported_zephyr_template_gives_the_training_tokens_and_masks() {
+        let tok = fixture_tokenizer();
+        let builtin = ChatTemplate::zephyr();
+        let jinja = ChatTemplate::from_jinja(ZEPHYR_JINJA, "<s>", "</s>").unwrap();
+        assert!(jinja.has_generation_blocks());
+        let convs = [
+            vec![
+                Message::new("user", "hi"),
+                Message::new("assistant", "hello there"),
+            ],
+            vec![
+                Message::new("system", "Be brief."),
+                Message::new("user", "say red"),
+                Message::new("assistant", "red red"),
+                Message::new("user", "and blue?"),
+                Message::new("assistant", "blue blue"),
+            ],
+        ];
+        for c in &convs {
+            let a = chat::render(&builtin, &tok, c).unwrap();
+            let b = chat::render(&jinja, &tok, c).unwrap();
+            assert_eq!(a.tokens, b.tokens, "{c:?}");
+            assert_eq!(a.assistant, b.assistant, "{c:?}");
+            assert_eq!(a.tokens[0], 1, "one BOS first");
+            assert_ne!(a.tokens[1], 1, "and only one");
+            // Prompts for generation agree too.
+            let pa = builtin.render(&c[..1], true).unwrap();
+            let pb = jinja.render(&c[..1], true).unwrap();
+            assert_eq!(
+                tinyllama_infer::conversation::encode_prompt(&tok, &builtin, &pa).unwrap(),
+                tinyllama_infer::conversation::encode_prompt(&tok, &jinja, &pb).unwrap()
+            );
+        }
+        // What transformers 5.24's `apply_chat_template(..., tokenize=True,
+        // return_assistant_tokens_mask=True)` gives with this template and tokenizer.
+        let c = [
+            Message::new("system", "Be brief."),
+            Message::new("user", "say red"),
+            Message::new("assistant", "red red"),
+        ];
+        let r = chat::render(&jinja, &tok, &c).unwrap();
+        let want: [u32; 34] = [
+            1, 328, 395, 331, 203, 38, 73, 268, 280, 479, 18, 2, 203, 328, 393, 331, 203, 87, 69,
+            93, 314, 72, 2, 203, 328, 399, 331, 203, 272, 72, 314, 72, 2, 203,
+        ];
+        assert_eq!(r.tokens, want);
+        let mask: Vec<bool> = (0..34).map(|i| (28..33).contains(&i)).collect();
+        assert_eq!(r.assistant, mask);
+        let e = jinja
+            .render(&[Message::new("tool", "x")], false)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("system, user and assistant"), "{e}");
+    }
 }
