@@ -233,6 +233,14 @@ pub trait Backend: Send + Sync {
         self.write(x, 0, &h);
     }
 
+    /// `dst[..len(src)] = dropout(src)` with the mask of [`Backend::dropout`]: the masked copy
+    /// of an input in one pass instead of a copy and a second pass over it. The default copies
+    /// and masks in place.
+    fn dropout_from(&self, dst: &mut Self::Buf, src: &Self::Buf, n: usize, p: f32, seed: u64) {
+        self.copy(dst, 0, src, 0, n);
+        self.dropout(dst, p, seed);
+    }
+
     /// One AdamW step as PyTorch's `torch.optim.AdamW` does it: decoupled weight decay
     /// `p *= 1 - lr·wd`, moments updated with `g · grad_scale`, bias-corrected by `step` (≥ 1).
     #[allow(clippy::too_many_arguments)]

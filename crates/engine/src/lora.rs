@@ -314,8 +314,7 @@ fn dropped_input<'a, B: Backend>(
         return x;
     }
     let xd = xd.expect("LoRA dropout needs a [rows, d_in] scratch");
-    be.copy(xd, 0, x, 0, sh.rows * sh.d_in);
-    be.dropout(xd, sh.dropout, sh.seed);
+    be.dropout_from(xd, x, sh.rows * sh.d_in, sh.dropout, sh.seed);
     xd
 }
 
@@ -487,6 +486,15 @@ mod tests {
         let mut z = vec![3.0f32; 10];
         be.dropout(&mut z, 0.0, 1);
         assert!(z.iter().all(|&v| v == 3.0));
+        // The fused masked copy equals a copy masked in place, on a ragged length, and leaves
+        // the destination's tail alone.
+        let src: Vec<f32> = (0..n - 3).map(|i| i as f32 * 0.5 - 7.0).collect();
+        let mut fused = vec![9.0f32; n];
+        be.dropout_from(&mut fused, &src, n - 3, 0.25, 7);
+        let mut want = src.clone();
+        crate::backend::dropout_host(&mut want, 0.25, 7);
+        assert_eq!(&fused[..n - 3], &want[..]);
+        assert_eq!(&fused[n - 3..], &[9.0; 3]);
     }
 
     #[test]

@@ -223,6 +223,9 @@ impl<B: Backend> Backend for Profiled<B> {
     fn dropout(&self, x: &mut B::Buf, p: f32, seed: u64) {
         self.t("dropout", || self.inner.dropout(x, p, seed))
     }
+    fn dropout_from(&self, dst: &mut B::Buf, src: &B::Buf, n: usize, p: f32, seed: u64) {
+        self.t("dropout", || self.inner.dropout_from(dst, src, n, p, seed))
+    }
     fn adamw(
         &self,
         p: &mut B::Buf,

@@ -60,6 +60,21 @@ pub trait Real:
         }
     }
 
+    /// [`Real::dropout`] of `src` into `dst` (same length).
+    fn dropout_from(
+        dst: &mut [Self],
+        src: &[Self],
+        base: u64,
+        seed: u64,
+        threshold: u64,
+        scale: Self,
+    ) {
+        for (j, (d, &x)) in dst.iter_mut().zip(src).enumerate() {
+            let keep = crate::backend::dropout_keep_below(seed, base + j as u64, threshold);
+            *d = if keep { x * scale } else { Self::ZERO };
+        }
+    }
+
     /// SwiGLU backward (see `cpu::swiglu`); f32 overrides it.
     fn silu_mul_bwd(dg: &mut [Self], du: &mut [Self], dh: &[Self], g: &[Self], u: &[Self]) {
         for i in 0..dg.len() {
@@ -114,6 +129,16 @@ impl Real for f32 {
     }
     fn dropout(x: &mut [f32], base: u64, seed: u64, threshold: u64, scale: f32) {
         crate::cpu::simd::dropout_f32(x, base, seed, threshold, scale)
+    }
+    fn dropout_from(
+        dst: &mut [f32],
+        src: &[f32],
+        base: u64,
+        seed: u64,
+        threshold: u64,
+        scale: f32,
+    ) {
+        crate::cpu::simd::dropout_from_f32(dst, src, base, seed, threshold, scale)
     }
     fn silu_mul_bwd(dg: &mut [f32], du: &mut [f32], dh: &[f32], g: &[f32], u: &[f32]) {
         crate::cpu::simd::silu_mul_bwd(dg, du, dh, g, u)

@@ -353,6 +353,21 @@ impl<T: Real> Backend for CpuBackend<T> {
                 T::dropout(chunk, (c * REDUCE_BLOCK) as u64, seed, threshold, s)
             });
     }
+    fn dropout_from(&self, dst: &mut Vec<T>, src: &Vec<T>, n: usize, p: f32, seed: u64) {
+        if p == 0.0 {
+            dst[..n].copy_from_slice(&src[..n]);
+            return;
+        }
+        let s = T::from_f32(crate::backend::dropout_scale(p));
+        let threshold = crate::backend::dropout_threshold(p);
+        dst[..n]
+            .par_chunks_mut(REDUCE_BLOCK)
+            .zip(src[..n].par_chunks(REDUCE_BLOCK))
+            .enumerate()
+            .for_each(|(c, (d, x))| {
+                T::dropout_from(d, x, (c * REDUCE_BLOCK) as u64, seed, threshold, s)
+            });
+    }
     fn adamw(
         &self,
         p: &mut Vec<T>,

@@ -164,3 +164,13 @@ multiversion! {
         }
     }
 }
+
+multiversion! {
+    /// [`dropout_f32`] of `src` into `dst`.
+    pub fn dropout_from_f32(dst: &mut [f32], src: &[f32], base: u64, seed: u64, threshold: u64, scale: f32) {
+        for (j, (d, &x)) in dst.iter_mut().zip(src).enumerate() {
+            let keep = crate::backend::dropout_keep_below(seed, base + j as u64, threshold);
+            *d = if keep { x * scale } else { 0.0 };
+        }
+    }
+}
